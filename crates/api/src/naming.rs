@@ -1,0 +1,309 @@
+//! The one place every object name, label and annotation of a Tusk cluster comes from.
+//!
+//! Names Kubernetes constrains are types ([`DnsLabel`]) that can only be made valid, so an
+//! object with an invalid name cannot be built. Crunchy's `internal/naming` is the model. No I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// API group of every Tusk label and annotation.
+pub const GROUP: &str = "tusk.rs";
+/// Server-side apply field manager.
+pub const FIELD_MANAGER: &str = "tusk";
+
+pub const LABEL_CLUSTER: &str = "tusk.rs/cluster";
+pub const LABEL_INSTANCE_SET: &str = "tusk.rs/instance-set";
+pub const LABEL_INSTANCE: &str = "tusk.rs/instance";
+/// `postgres` on instance PVCs/pods, `pgbackrest` on repo volumes.
+pub const LABEL_DATA: &str = "tusk.rs/data";
+/// `<cluster>-ha`: Patroni's scope; Patroni's Kubernetes DCS selects members by it.
+pub const LABEL_PATRONI: &str = "tusk.rs/patroni";
+/// Set by Patroni itself on the pod it runs in (`master` | `replica`), and by Tusk on PgBouncer.
+pub const LABEL_ROLE: &str = "tusk.rs/role";
+pub const LABEL_PGBACKREST: &str = "tusk.rs/pgbackrest";
+pub const LABEL_PGBACKREST_BACKUP: &str = "tusk.rs/pgbackrest-backup";
+pub const LABEL_PGBACKREST_REPO: &str = "tusk.rs/pgbackrest-repo";
+/// On user Secrets: the role the Secret is for.
+pub const LABEL_USER: &str = "tusk.rs/pguser";
+/// On objects that hold a kind of data for the cluster (`pguser`, `cluster-cert`, ...).
+pub const LABEL_ROLE_CLUSTER_CERT: &str = "cluster-cert";
+/// What a PVC holds: `pgdata` | `pgwal`.
+pub const LABEL_VOLUME_ROLE: &str = "tusk.rs/volume";
+
+pub const ROLE_MASTER: &str = "master";
+pub const ROLE_REPLICA: &str = "replica";
+pub const ROLE_PGBOUNCER: &str = "pgbouncer";
+pub const DATA_POSTGRES: &str = "postgres";
+pub const DATA_PGBACKREST: &str = "pgbackrest";
+
+pub const ANNOTATION_BACKUP: &str = "tusk.rs/pgbackrest-backup";
+pub const ANNOTATION_RESTORE: &str = "tusk.rs/pgbackrest-restore";
+pub const ANNOTATION_TRIGGER_SWITCHOVER: &str = "tusk.rs/trigger-switchover";
+/// Hash of the rendered configuration a pod template was built from.
+pub const ANNOTATION_CONFIG_HASH: &str = "tusk.rs/config-hash";
+/// `kubectl exec`/`logs` pick this container by default.
+pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
+pub const APP_NAME: &str = "app.kubernetes.io/name";
+pub const APP_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const APP_COMPONENT: &str = "app.kubernetes.io/component";
+pub const APP_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const APP_PART_OF: &str = "app.kubernetes.io/part-of";
+
+pub const CONTAINER_DATABASE: &str = "database";
+pub const CONTAINER_PGBACKREST: &str = "pgbackrest";
+pub const CONTAINER_PGBACKREST_CONFIG: &str = "pgbackrest-config";
+pub const CONTAINER_EXPORTER: &str = "exporter";
+pub const CONTAINER_PGBOUNCER: &str = "pgbouncer";
+pub const CONTAINER_PGBOUNCER_CONFIG: &str = "pgbouncer-config";
+
+/// Operator CA Secret, in the operator's namespace.
+pub const ROOT_CA_SECRET: &str = "tusk-root-cacert";
+/// The replication role; its client certificate's CN.
+pub const REPLICATION_USER: &str = "_tusk_repl";
+pub const SUPERUSER: &str = "postgres";
+
+/// A DNS-1123 label: lowercase alphanumerics and `-`, at most 63 characters, starting and
+/// ending alphanumeric. Only constructible valid.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DnsLabel(String);
+
+/// Why a string is not a [`DnsLabel`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("{len} characters, at most {max} allowed")]
+    TooLong { len: usize, max: usize },
+    #[error("must consist of lowercase letters, digits and '-', and start and end with a letter or digit")]
+    Charset,
+}
+
+impl DnsLabel {
+    pub const MAX: usize = 63;
+
+    pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
+        let s = s.into();
+        check_label(&s, Self::MAX)?;
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `self` + `-` + `suffix`, checked again.
+    pub fn with_suffix(&self, suffix: &str) -> Result<Self, NameError> {
+        Self::new(format!("{}-{}", self.0, suffix))
+    }
+}
+
+/// Checks `s` is a DNS-1123 label of at most `max` characters.
+pub fn check_label(s: &str, max: usize) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s.len() > max {
+        return Err(NameError::TooLong { len: s.len(), max });
+    }
+    let b = s.as_bytes();
+    let ok_char = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+    if !b.iter().all(|&c| ok_char(c)) || b[0] == b'-' || b[b.len() - 1] == b'-' {
+        return Err(NameError::Charset);
+    }
+    Ok(())
+}
+
+impl TryFrom<String> for DnsLabel {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Self::new(s)
+    }
+}
+
+impl From<DnsLabel> for String {
+    fn from(l: DnsLabel) -> String {
+        l.0
+    }
+}
+
+impl fmt::Display for DnsLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for DnsLabel {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Names of one cluster's objects. Built from a cluster name validated to be short enough
+/// ([`crate::types::MAX_CLUSTER_NAME`]) that every name below fits; each is formatted here and
+/// nowhere else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNames {
+    cluster: DnsLabel,
+}
+
+impl ClusterNames {
+    pub fn new(cluster: DnsLabel) -> Self {
+        Self { cluster }
+    }
+
+    pub fn cluster(&self) -> &str {
+        self.cluster.as_str()
+    }
+
+    fn derived(&self, suffix: &str) -> String {
+        format!("{}-{}", self.cluster, suffix)
+    }
+
+    /// Service following Patroni's leader (pods labelled `tusk.rs/role=master`).
+    pub fn primary_service(&self) -> String {
+        self.derived("primary")
+    }
+    pub fn replica_service(&self) -> String {
+        self.derived("replicas")
+    }
+    /// Patroni's scope; its leader Endpoints and the Service over them.
+    pub fn patroni_scope(&self) -> String {
+        self.derived("ha")
+    }
+    /// Patroni's configuration Endpoints (`<scope>-config`), pre-created so it is owned.
+    pub fn patroni_config_service(&self) -> String {
+        self.derived("ha-config")
+    }
+    /// Headless Service giving every pod a stable DNS name.
+    pub fn pods_service(&self) -> String {
+        self.derived("pods")
+    }
+    /// ConfigMap with the cluster-wide Patroni configuration.
+    pub fn patroni_config_map(&self) -> String {
+        self.derived("config")
+    }
+    /// ServiceAccount, Role and RoleBinding the instances' Patroni runs as.
+    pub fn instance_rbac(&self) -> String {
+        self.derived("instance")
+    }
+    pub fn cluster_cert_secret(&self) -> String {
+        self.derived("cluster-cert")
+    }
+    pub fn replication_cert_secret(&self) -> String {
+        self.derived("replication-cert")
+    }
+    pub fn user_secret(&self, user: &str) -> String {
+        self.derived(&format!("pguser-{user}"))
+    }
+    pub fn instance_set_pdb(&self, set: &str) -> String {
+        self.derived(&format!("set-{set}"))
+    }
+    /// `<cluster>-<set>-<suffix>`: one StatefulSet (replicas 1) per instance.
+    pub fn instance(&self, set: &str, suffix: &str) -> String {
+        self.derived(&format!("{set}-{suffix}"))
+    }
+    pub fn pgbackrest_config_map(&self) -> String {
+        self.derived("pgbackrest-config")
+    }
+    pub fn pgbackrest_secret(&self) -> String {
+        self.derived("pgbackrest")
+    }
+    pub fn repo_host(&self) -> String {
+        self.derived("repo-host")
+    }
+    pub fn repo_volume(&self, repo: &str) -> String {
+        self.derived(repo)
+    }
+    pub fn pgbouncer(&self) -> String {
+        self.derived("pgbouncer")
+    }
+    pub fn exporter_queries_config_map(&self) -> String {
+        self.derived("exporter-queries-config")
+    }
+    /// `<cluster>.<ns>.svc`-style host of a Service.
+    pub fn service_host(&self, service: &str, namespace: &str) -> String {
+        format!("{service}.{namespace}.svc")
+    }
+}
+
+/// Names derived from one instance (`<cluster>-<set>-<suffix>`).
+pub fn instance_pgdata_pvc(instance: &str) -> String {
+    format!("{instance}-pgdata")
+}
+pub fn instance_pgwal_pvc(instance: &str) -> String {
+    format!("{instance}-pgwal")
+}
+/// The one pod of an instance's StatefulSet.
+pub fn instance_pod(instance: &str) -> String {
+    format!("{instance}-0")
+}
+/// Stable DNS name of an instance's pod through the `-pods` headless Service.
+pub fn instance_pod_host(instance: &str, pods_service: &str, namespace: &str) -> String {
+    format!("{}.{pods_service}.{namespace}.svc", instance_pod(instance))
+}
+
+/// Labels every object of a cluster carries.
+pub fn cluster_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_CLUSTER.to_owned(), cluster.to_owned()),
+        (APP_NAME.to_owned(), "postgresql".to_owned()),
+        (APP_INSTANCE.to_owned(), cluster.to_owned()),
+        (APP_MANAGED_BY.to_owned(), "tusk".to_owned()),
+        (APP_PART_OF.to_owned(), "tusk".to_owned()),
+    ])
+}
+
+/// Selector that finds every object Tusk made for a cluster (orphan cleanup, GC checks).
+pub fn cluster_selector(cluster: &str) -> String {
+    format!("{LABEL_CLUSTER}={cluster}")
+}
+
+/// Labels of an instance's pods and StatefulSet.
+pub fn instance_labels(cluster: &str, set: &str, instance: &str) -> BTreeMap<String, String> {
+    let mut l = cluster_labels(cluster);
+    l.insert(LABEL_INSTANCE_SET.to_owned(), set.to_owned());
+    l.insert(LABEL_INSTANCE.to_owned(), instance.to_owned());
+    l.insert(LABEL_DATA.to_owned(), DATA_POSTGRES.to_owned());
+    l.insert(LABEL_PATRONI.to_owned(), format!("{cluster}-ha"));
+    l.insert(APP_COMPONENT.to_owned(), "database".to_owned());
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(DnsLabel::new("hippo").is_ok());
+        assert_eq!(DnsLabel::new(""), Err(NameError::Empty));
+        assert_eq!(DnsLabel::new("Hippo"), Err(NameError::Charset));
+        assert_eq!(DnsLabel::new("-hippo"), Err(NameError::Charset));
+        assert_eq!(DnsLabel::new("hippo-"), Err(NameError::Charset));
+        assert_eq!(
+            DnsLabel::new("a".repeat(64)),
+            Err(NameError::TooLong { len: 64, max: 63 })
+        );
+    }
+
+    #[test]
+    fn names_follow_the_pgo_family() {
+        let n = ClusterNames::new(DnsLabel::new("hippo").unwrap());
+        assert_eq!(n.primary_service(), "hippo-primary");
+        assert_eq!(n.replica_service(), "hippo-replicas");
+        assert_eq!(n.patroni_scope(), "hippo-ha");
+        assert_eq!(n.pods_service(), "hippo-pods");
+        assert_eq!(n.user_secret("rhino"), "hippo-pguser-rhino");
+        assert_eq!(n.instance("instance1", "wm5p"), "hippo-instance1-wm5p");
+        assert_eq!(n.repo_host(), "hippo-repo-host");
+        assert_eq!(n.pgbackrest_config_map(), "hippo-pgbackrest-config");
+        assert_eq!(
+            instance_pgdata_pvc("hippo-instance1-wm5p"),
+            "hippo-instance1-wm5p-pgdata"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! pg_hba rules. Filled in by the config work.

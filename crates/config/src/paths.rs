@@ -1,0 +1,27 @@
+//! Where things live inside the database container (Kubernetes). `tusk local` uses its
+//! own state directory and passes its paths through [`crate::patroni::Member`].
+
+/// Mount point of the `pgdata` volume.
+pub const PGDATA_VOLUME: &str = "/pgdata";
+/// Mount point of the `pgwal` volume.
+pub const PGWAL_VOLUME: &str = "/pgwal";
+/// Server certificate, key and CA (`tls.crt`, `tls.key`, `ca.crt`).
+pub const SERVER_TLS_DIR: &str = "/pgconf/tls";
+/// Replication client certificate, key and CA.
+pub const REPLICATION_TLS_DIR: &str = "/pgconf/tls/replication";
+/// Patroni's configuration file directory (ConfigMap).
+pub const PATRONI_CONFIG_DIR: &str = "/etc/patroni";
+/// Patroni's configuration file.
+pub const PATRONI_CONFIG_FILE: &str = "/etc/patroni/patroni.yaml";
+/// Unix socket directory.
+pub const SOCKET_DIR: &str = "/tmp/postgres";
+
+/// PGDATA of a major version: `/pgdata/pg15`.
+pub fn pgdata(major: u32) -> String {
+    format!("{PGDATA_VOLUME}/pg{major}")
+}
+
+/// WAL directory on the `pgwal` volume: `/pgwal/pg15_wal`.
+pub fn pgwal(major: u32) -> String {
+    format!("{PGWAL_VOLUME}/pg{major}_wal")
+}

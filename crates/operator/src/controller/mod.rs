@@ -1,0 +1,1 @@
+//! The reconcile pipeline. Filled in by the controller work.

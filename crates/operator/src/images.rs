@@ -1,0 +1,129 @@
+//! Default images, one per component and PostgreSQL major, from the operator's environment
+//! (`RELATED_IMAGE_POSTGRES_15`, `RELATED_IMAGE_PGBACKREST`, `RELATED_IMAGE_PGBOUNCER`,
+//! `RELATED_IMAGE_EXPORTER`), as the PGO family does for air-gapped and OLM installs.
+//! `spec.image` and the per-component `image` fields override them.
+
+use std::collections::BTreeMap;
+
+use tusk_api::ValidatedCluster;
+
+/// Image used when neither the spec nor the environment names one.
+pub const FALLBACK_REGISTRY: &str = "ghcr.io/tusk-rs";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Images {
+    /// Database image per PostgreSQL major.
+    pub postgres: BTreeMap<u32, String>,
+    pub pgbackrest: String,
+    pub pgbouncer: String,
+    pub exporter: String,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self::from_vars(std::iter::empty::<(String, String)>())
+    }
+}
+
+impl Images {
+    /// Reads `RELATED_IMAGE_*` from the process environment.
+    pub fn from_env() -> Self {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads `RELATED_IMAGE_*` from `vars` (testable without touching the environment).
+    pub fn from_vars<K: AsRef<str>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut postgres = BTreeMap::new();
+        for major in tusk_api::types::MIN_POSTGRES_VERSION..=tusk_api::types::MAX_POSTGRES_VERSION {
+            postgres.insert(
+                major as u32,
+                format!("{FALLBACK_REGISTRY}/postgres:{major}"),
+            );
+        }
+        let mut images = Images {
+            postgres,
+            pgbackrest: format!("{FALLBACK_REGISTRY}/postgres:15"),
+            pgbouncer: format!("{FALLBACK_REGISTRY}/pgbouncer:latest"),
+            exporter: format!("{FALLBACK_REGISTRY}/exporter:latest"),
+        };
+        for (k, v) in vars {
+            let k = k.as_ref();
+            let v: String = v.into();
+            if v.is_empty() {
+                continue;
+            }
+            if let Some(major) = k
+                .strip_prefix("RELATED_IMAGE_POSTGRES_")
+                .and_then(|m| m.parse::<u32>().ok())
+            {
+                images.postgres.insert(major, v);
+            } else if k == "RELATED_IMAGE_PGBACKREST" {
+                images.pgbackrest = v;
+            } else if k == "RELATED_IMAGE_PGBOUNCER" {
+                images.pgbouncer = v;
+            } else if k == "RELATED_IMAGE_EXPORTER" {
+                images.exporter = v;
+            }
+        }
+        images
+    }
+
+    /// The database container's image for `cluster`.
+    pub fn database(&self, cluster: &ValidatedCluster) -> String {
+        cluster.image.clone().unwrap_or_else(|| {
+            self.postgres
+                .get(&cluster.postgres_version)
+                .cloned()
+                .unwrap_or_else(|| {
+                    format!("{FALLBACK_REGISTRY}/postgres:{}", cluster.postgres_version)
+                })
+        })
+    }
+
+    /// The pgBackRest sidecar/job image for `cluster`.
+    pub fn pgbackrest(&self, cluster: &ValidatedCluster) -> String {
+        cluster
+            .backups
+            .as_ref()
+            .and_then(|b| b.image.clone())
+            .unwrap_or_else(|| self.pgbackrest.clone())
+    }
+
+    pub fn pgbouncer(&self, cluster: &ValidatedCluster) -> String {
+        cluster
+            .pgbouncer
+            .as_ref()
+            .and_then(|b| b.image.clone())
+            .unwrap_or_else(|| self.pgbouncer.clone())
+    }
+
+    pub fn exporter(&self, cluster: &ValidatedCluster) -> String {
+        cluster
+            .exporter
+            .as_ref()
+            .and_then(|e| e.image.clone())
+            .unwrap_or_else(|| self.exporter.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_defaults_per_major() {
+        let images = Images::from_vars([
+            ("RELATED_IMAGE_POSTGRES_15", "registry.local/pg:15.8"),
+            ("RELATED_IMAGE_PGBOUNCER", "registry.local/pgbouncer:1.23"),
+            ("UNRELATED", "x"),
+        ]);
+        assert_eq!(images.postgres[&15], "registry.local/pg:15.8");
+        assert_eq!(
+            images.postgres[&16],
+            format!("{FALLBACK_REGISTRY}/postgres:16")
+        );
+        assert_eq!(images.pgbouncer, "registry.local/pgbouncer:1.23");
+    }
+}

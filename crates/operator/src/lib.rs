@@ -1,0 +1,10 @@
+//! The Tusk operator: a kube-rs controller for `PostgresCluster`.
+//!
+//! The reconcile is a pipeline (see `controller`): dereference -> validate -> plan -> build
+//! (pure, `build`) -> apply -> status. Only dereference, apply and status hold a client.
+
+pub mod build;
+pub mod controller;
+pub mod images;
+pub mod material;
+pub mod plan;
