@@ -174,6 +174,9 @@ pub struct RepoSettings {
     pub schedules: Schedules,
 }
 
+// Made once per validation and matched on by every consumer: plain variants keep those
+// matches simple, and the size difference costs nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum RepoStorage {
     Volume(PersistentVolumeClaimSpec),
@@ -210,6 +213,9 @@ pub struct RestoreSettings {
     pub options: Vec<String>,
 }
 
+// Made once per validation and matched on by every consumer: plain variants keep those
+// matches simple, and the size difference costs nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSourceSettings {
     PostgresCluster {

@@ -43,6 +43,9 @@ pub const ANNOTATION_RESTORE: &str = "tusk.rs/pgbackrest-restore";
 pub const ANNOTATION_TRIGGER_SWITCHOVER: &str = "tusk.rs/trigger-switchover";
 /// Hash of the rendered configuration a pod template was built from.
 pub const ANNOTATION_CONFIG_HASH: &str = "tusk.rs/config-hash";
+/// Hash of an object as the operator last applied it: an object whose hash and fields still
+/// match is not sent again, so an unchanged cluster costs no writes.
+pub const ANNOTATION_APPLIED_HASH: &str = "tusk.rs/applied-hash";
 /// `kubectl exec`/`logs` pick this container by default.
 pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 

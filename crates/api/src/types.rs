@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{
     Affinity, Container, LocalObjectReference, PersistentVolumeClaimSpec, ResourceRequirements,
     SecretProjection, Toleration, TopologySpreadConstraint, VolumeProjection,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
@@ -40,7 +39,9 @@ fn free_form(_: &mut SchemaGenerator) -> Schema {
 }
 
 /// A map of string to string whose values may be written as numbers or booleans in YAML
-/// (`repo1-retention-full: 4`); they are kept as strings.
+/// (`repo1-retention-full: 4`); they are kept as strings. Free-form in the CRD: each value is
+/// kept as written (`x-kubernetes-preserve-unknown-fields`), because `kubectl` turns YAML 1.1
+/// `y`/`on` into booleans, which an int-or-string schema would reject.
 pub type StringMap = BTreeMap<String, StringOrNumber>;
 
 /// A scalar configuration value: users write `max_connections: 100` or `"100"`.
@@ -69,7 +70,7 @@ impl JsonSchema for StringOrNumber {
         "StringOrNumber".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "x-kubernetes-int-or-string": true })
+        json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
     }
     fn inline_schema() -> bool {
         true
@@ -100,21 +101,28 @@ pub struct Metadata {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyInstances"}"#,
     printcolumn = r#"{"name":"Last Backup","type":"date","jsonPath":".status.pgbackrest.lastBackupCompletion","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 40")
-        .message("metadata.name: must be a lowercase DNS label of at most 40 characters starting with a letter, so every derived object name fits").field_path(".metadata.name"),
-    validation = Rule::new("self.spec.instances.all(i, !has(i.name) || size(self.metadata.name) + size(i.name) <= 46)")
-        .message("spec.instances: cluster name plus instance set name must be at most 46 characters so instance names fit in 63").field_path(".spec.instances"),
+    cel,
+    validation = Rule::new(format!("size(self.metadata.name) <= {MAX_CLUSTER_NAME} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"))
+        .message(format!("metadata.name must be a lowercase DNS label of at most {MAX_CLUSTER_NAME} characters that starts with a letter, so every object name derived from it fits").as_str()),
+    validation = Rule::new(format!("self.spec.instances.all(i, !has(i.name) || size(self.metadata.name) + size(i.name) <= {MAX_CLUSTER_AND_SET_NAME})"))
+        .message(format!("spec.instances[].name: cluster name and instance set name together must be at most {MAX_CLUSTER_AND_SET_NAME} characters, so instance names fit in 63").as_str()).field_path(".spec.instances"),
 )]
 #[x_kube(cel)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.customTLSSecret) || has(self.customReplicationTLSSecret)").message("spec.customTLSSecret requires spec.customReplicationTLSSecret").field_path(".customReplicationTLSSecret"))]
-#[x_kube(validation = Rule::new("!has(self.customReplicationTLSSecret) || has(self.customTLSSecret)").message("spec.customReplicationTLSSecret requires spec.customTLSSecret").field_path(".customTLSSecret"))]
-#[x_kube(validation = Rule::new("self.instances.all(a, !has(a.name) || self.instances.exists_one(b, has(b.name) && b.name == a.name))").message("spec.instances: instance set names must be unique").field_path(".instances"))]
+// Cross-field rules of the spec. Every list a rule iterates is bounded (`maxItems`) and every
+// string it compares is bounded (`maxLength`), so the API server's CEL cost estimate stays far
+// below its budget (checked by tests/crd_schema.rs).
+#[x_kube(validation = Rule::new("!has(self.customTLSSecret) || has(self.customReplicationTLSSecret)").message("spec.customReplicationTLSSecret is required when spec.customTLSSecret is set").field_path(".customReplicationTLSSecret"))]
+#[x_kube(validation = Rule::new("!has(self.customReplicationTLSSecret) || has(self.customTLSSecret)").message("spec.customTLSSecret is required when spec.customReplicationTLSSecret is set").field_path(".customTLSSecret"))]
+#[x_kube(validation = Rule::new("self.instances.all(a, !has(a.name) || self.instances.exists_one(b, has(b.name) && b.name == a.name))").message("spec.instances[].name: instance set names must be unique").field_path(".instances"))]
+#[x_kube(validation = Rule::new("!has(self.users) || self.users.all(a, self.users.exists_one(b, b.name == a.name))").message("spec.users[].name: user names must be unique").field_path(".users"))]
 #[x_kube(validation = Rule::new("!has(self.standby) || !self.standby.enabled || has(self.standby.repoName) || has(self.standby.host)").message("spec.standby: an enabled standby needs repoName, host, or both").field_path(".standby"))]
-#[x_kube(validation = Rule::new("!has(self.standby) || !has(self.standby.repoName) || (has(self.backups) && self.backups.pgbackrest.repos.exists(r, r.name == self.standby.repoName))").message("spec.standby.repoName: must name a repo in spec.backups.pgbackrest.repos").field_path(".standby.repoName"))]
+#[x_kube(validation = Rule::new("!has(self.standby) || !has(self.standby.repoName) || (has(self.backups) && self.backups.pgbackrest.repos.exists(r, r.name == self.standby.repoName))").message("spec.standby.repoName must name a repo in spec.backups.pgbackrest.repos").field_path(".standby.repoName"))]
 pub struct PostgresClusterSpec {
-    /// Major version of PostgreSQL.
-    #[schemars(range(min = 13, max = 17))]
+    /// Major version of PostgreSQL. Fixed once the cluster exists: a major upgrade is its own
+    /// operation (pg_upgrade), not an edit of this field.
+    #[schemars(range(min = MIN_POSTGRES_VERSION, max = MAX_POSTGRES_VERSION))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.postgresVersion cannot change in place; a major upgrade is a separate operation"))]
     pub postgres_version: i32,
 
     /// Image of the database container (PostgreSQL, Patroni, pgBackRest). Defaults to the
@@ -262,7 +270,7 @@ pub struct InstanceSet {
 /// A PostgreSQL role, its databases, and its connection Secret.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.options) || !self.options.matches('(?i)PASSWORD')").message("options: PASSWORD is managed by Tusk and may not be set").field_path(".options"))]
+#[x_kube(validation = Rule::new("!has(self.options) || !self.options.matches('(?i)PASSWORD')").message("options: PASSWORD is managed by Tusk and may not be set here").field_path(".options"))]
 pub struct PostgresUser {
     /// Role name; also part of the Secret name `<cluster>-pguser-<name>`.
     #[schemars(
@@ -311,7 +319,10 @@ pub struct DatabaseInitSql {
 /// Patroni settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.leaderLeaseDurationSeconds) || !has(self.syncPeriodSeconds) || self.syncPeriodSeconds < self.leaderLeaseDurationSeconds").message("patroni.syncPeriodSeconds must be less than leaderLeaseDurationSeconds").field_path(".syncPeriodSeconds"))]
+// Patroni needs `loop_wait + 2 * retry_timeout <= ttl` with `retry_timeout >= 1`; an unset
+// leaderLeaseDurationSeconds means Tusk's default ttl (an unset syncPeriodSeconds is derived
+// from ttl and always fits).
+#[x_kube(validation = Rule::new(format!("!has(self.syncPeriodSeconds) || self.syncPeriodSeconds + 2 <= (has(self.leaderLeaseDurationSeconds) ? self.leaderLeaseDurationSeconds : {})", crate::model::DEFAULT_TTL_SECONDS)).message(format!("spec.patroni.syncPeriodSeconds + 2 must not exceed spec.patroni.leaderLeaseDurationSeconds (default {})", crate::model::DEFAULT_TTL_SECONDS).as_str()).field_path(".syncPeriodSeconds"))]
 pub struct PatroniSpec {
     /// Patroni dynamic configuration (`postgresql.parameters`, `synchronous_mode`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,7 +347,7 @@ pub struct PatroniSpec {
 /// A switchover requested with the `tusk.rs/trigger-switchover` annotation.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.type) || self.type != 'Failover' || has(self.targetInstance)").message("patroni.switchover.targetInstance is required for a Failover").field_path(".targetInstance"))]
+#[x_kube(validation = Rule::new("!has(self.type) || self.type != 'Failover' || has(self.targetInstance)").message("spec.patroni.switchover.targetInstance is required for a Failover").field_path(".targetInstance"))]
 pub struct SwitchoverSpec {
     pub enabled: bool,
     /// Instance to promote (the StatefulSet name, `<cluster>-<set>-xxxx`).
@@ -353,222 +364,15 @@ pub enum SwitchoverType {
     Failover,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-pub struct Backups {
-    pub pgbackrest: PgBackRestSpec,
-}
-
-/// Backups with pgBackRest.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.repos.all(a, self.repos.exists_one(b, a.name == b.name))").message("backups.pgbackrest.repos: repo names must be unique").field_path(".repos"))]
-#[x_kube(validation = Rule::new("!has(self.manual) || self.repos.exists(r, r.name == self.manual.repoName)").message("backups.pgbackrest.manual.repoName: must name a repo in repos").field_path(".manual.repoName"))]
-#[x_kube(validation = Rule::new("!has(self.restore) || self.repos.exists(r, r.name == self.restore.repoName)").message("backups.pgbackrest.restore.repoName: must name a repo in repos").field_path(".restore.repoName"))]
-pub struct PgBackRestSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    /// Secrets and ConfigMaps projected into pgBackRest's configuration directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub configuration: Option<Vec<VolumeProjection>>,
-    /// Global pgBackRest options (`repo1-retention-full: "4"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub global: Option<StringMap>,
-    #[schemars(length(min = 1, max = 4))]
-    pub repos: Vec<PgBackRestRepo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manual: Option<ManualBackup>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<InPlaceRestore>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repo_host: Option<RepoHost>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jobs: Option<BackupJobs>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Metadata>,
-}
-
-/// A pgBackRest repository: exactly one of `volume`, `s3`, `gcs`, `azure`.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.volume), has(self.s3), has(self.gcs), has(self.azure)].filter(x, x).size() == 1").message("repo: exactly one of volume, s3, gcs, azure"))]
-pub struct PgBackRestRepo {
-    /// `repo1` .. `repo4`.
-    #[schemars(regex(pattern = r"^repo[1-4]$"))]
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume: Option<RepoVolume>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3: Option<RepoS3>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcs: Option<RepoGcs>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub azure: Option<RepoAzure>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedules: Option<BackupSchedules>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RepoVolume {
-    pub volume_claim_spec: PersistentVolumeClaimSpec,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-pub struct RepoS3 {
-    #[schemars(length(min = 1))]
-    pub bucket: String,
-    #[schemars(length(min = 1))]
-    pub endpoint: String,
-    #[schemars(length(min = 1))]
-    pub region: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-pub struct RepoGcs {
-    #[schemars(length(min = 1))]
-    pub bucket: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-pub struct RepoAzure {
-    #[schemars(length(min = 1))]
-    pub container: String,
-}
-
-/// Cron schedules (five fields, or `@daily`-style macros).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
-pub struct BackupSchedules {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = CRON_PATTERN))]
-    pub full: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = CRON_PATTERN))]
-    pub differential: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = CRON_PATTERN))]
-    pub incremental: Option<String>,
-}
-
-/// Shape of a cron schedule: five fields of numbers, names, `*`, ranges, steps and lists,
-/// or one of the `@` macros. Field ranges (minute 0-59, ...) are checked by validation.
-pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|((\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*)(\s+((\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*)){4})$";
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ManualBackup {
-    #[schemars(regex(pattern = r"^repo[1-4]$"))]
-    pub repo_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub options: Option<Vec<String>>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InPlaceRestore {
-    pub enabled: bool,
-    #[schemars(regex(pattern = r"^repo[1-4]$"))]
-    pub repo_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub options: Option<Vec<String>>,
-}
-
-/// Scheduling of the repo host that serves `volume` repos.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RepoHost {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<Toleration>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
-}
-
-/// Scheduling of backup Jobs.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupJobs {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<Toleration>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 60))]
-    pub ttl_seconds_after_finished: Option<i32>,
-}
-
-/// Where a new cluster's data comes from: at most one kind.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.postgresCluster) && has(self.pgbackrest))").message("dataSource: at most one of postgresCluster, pgbackrest"))]
-pub struct DataSource {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres_cluster: Option<PostgresClusterDataSource>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pgbackrest: Option<PgBackRestDataSource>,
-}
-
-/// Clone (or PITR) from another PostgresCluster's repo.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PostgresClusterDataSource {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_namespace: Option<String>,
-    #[schemars(regex(pattern = r"^repo[1-4]$"))]
-    pub repo_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub options: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<Toleration>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
-}
-
-/// Restore from a pgBackRest repo with no source cluster.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PgBackRestDataSource {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stanza: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub configuration: Option<Vec<VolumeProjection>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub global: Option<StringMap>,
-    pub repo: PgBackRestRepo,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub options: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<Toleration>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
-}
-
 /// A standby cluster following a repo, a streaming source, or both.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.port) || has(self.host)").message("spec.standby.port requires spec.standby.host").field_path(".port"))]
 pub struct StandbySpec {
     #[serde(default)]
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^repo[1-4]$"))]
+    #[schemars(length(max = 5), regex(pattern = REPO_NAME_PATTERN))]
     pub repo_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
@@ -698,138 +502,7 @@ pub struct ExporterSpec {
     pub configuration: Option<Vec<VolumeProjection>>,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Status
-// ---------------------------------------------------------------------------------------------
-
-/// What Tusk observed and did.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PostgresClusterStatus {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    /// `Running`, `Progressing`, `Degraded`, `Paused`, `Shutdown`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
-    /// Name of the instance Patroni elected leader.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary: Option<String>,
-    /// Ready instances out of desired, e.g. `2/3`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready_instances: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub instances: Vec<InstanceSetStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patroni: Option<PatroniStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pgbackrest: Option<PgBackRestStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<ProxyStatus>,
-    /// Revision of `databaseInitSQL` that ran successfully.
-    #[serde(
-        rename = "databaseInitSQL",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub database_init_sql: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub users_revision: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceSetStatus {
-    pub name: String,
-    #[serde(default)]
-    pub replicas: i32,
-    #[serde(default)]
-    pub ready_replicas: i32,
-    #[serde(default)]
-    pub updated_replicas: i32,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PatroniStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_identifier: Option<String>,
-    /// Value of the `tusk.rs/trigger-switchover` annotation last acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switchover: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switchover_timeline: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PgBackRestStatus {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repos: Vec<RepoStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manual_backup: Option<BackupJobStatus>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scheduled_backups: Vec<BackupJobStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<BackupJobStatus>,
-    /// When the newest successful backup finished (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_backup_completion: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RepoStatus {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bound: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stanza_created: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repo_options_hash: Option<String>,
-}
-
-/// A backup or restore Job Tusk ran.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupJobStatus {
-    /// The annotation value (manual) or CronJob name (scheduled).
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_time: Option<String>,
-    #[serde(default)]
-    pub finished: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub succeeded: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed: Option<i32>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pg_bouncer: Option<PgBouncerStatus>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PgBouncerStatus {
-    #[serde(default)]
-    pub replicas: i32,
-    #[serde(default)]
-    pub ready_replicas: i32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres_revision: Option<String>,
-}
+mod status;
+pub use status::*;
+mod backups;
+pub use backups::*;
