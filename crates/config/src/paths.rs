@@ -25,3 +25,24 @@ pub fn pgdata(major: u32) -> String {
 pub fn pgwal(major: u32) -> String {
     format!("{PGWAL_VOLUME}/pg{major}_wal")
 }
+
+/// PostgreSQL binaries of a major version in the database image (Debian layout, the same as
+/// the `postgresql-NN` packages `tusk local` uses): `/usr/lib/postgresql/15/bin`.
+pub fn bin_dir(major: u32) -> String {
+    format!("/usr/lib/postgresql/{major}/bin")
+}
+
+/// File names inside a TLS directory; they are the keys of a `kubernetes.io/tls`-style Secret
+/// (`tls.crt`, `tls.key`, `ca.crt`), so a Secret can be mounted as the directory unchanged.
+pub const TLS_CERT_FILE: &str = "tls.crt";
+pub const TLS_KEY_FILE: &str = "tls.key";
+pub const TLS_CA_FILE: &str = "ca.crt";
+
+/// OS user the database container runs Patroni and PostgreSQL as. Peer authentication maps it
+/// to the `postgres` role, so the image must have this user with the pod's `runAsUser` UID.
+pub const KUBERNETES_OS_USER: &str = "postgres";
+
+/// `<dir>/<file>` for one of the TLS file names above.
+pub fn tls_file(dir: &str, file: &str) -> String {
+    format!("{dir}/{file}")
+}

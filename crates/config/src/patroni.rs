@@ -1,9 +1,33 @@
-//! Patroni's YAML configuration.
+//! Patroni's YAML configuration, for both runtimes.
 //!
-//! CONTRACT (used by operator/build and by local): signatures here are stable; bodies are
-//! filled in by the config work.
+//! CONTRACT (used by operator/build and by local): the signatures of [`Dcs`], [`Member`],
+//! [`cluster_yaml`], [`member_yaml`] and [`kubernetes_env`] are stable.
+//!
+//! One document shape serves both: Kubernetes gets [`cluster_yaml`] (ConfigMap `<c>-config`
+//! key `patroni.yaml`, member name and addresses from environment variables), `tusk local` gets
+//! [`member_yaml`] (the same document plus the member's own name, addresses and paths).
+//!
+//! What goes where follows how Patroni treats it: `bootstrap.dcs` ([`dynamic_configuration`])
+//! is written to the DCS once, when the cluster is first initialised, and is shared by every
+//! member; everything else is the member's local configuration, read at start and on reload.
+//! Because later edits of `bootstrap.dcs` are ignored by a running cluster, whoever changes
+//! `dynamicConfiguration` on a live cluster must PATCH Patroni's `/config` with
+//! [`dynamic_configuration`]. Pure functions; no I/O.
 
+use serde_json::{json, Map, Value};
+use tusk_api::naming::{LABEL_CLUSTER, LABEL_PATRONI, LABEL_ROLE, ROLE_MASTER, ROLE_REPLICA};
 use tusk_api::ValidatedCluster;
+
+use crate::hba;
+use crate::merge::deep_merge;
+use crate::parameters::{
+    cluster_parameters, member_parameters, restore_command, PGBACKREST_STANZA,
+};
+use crate::paths::{self, tls_file, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
+
+#[cfg(test)]
+#[path = "patroni_tests.rs"]
+mod tests;
 
 /// Patroni's distributed configuration store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +45,8 @@ pub enum Dcs {
 pub struct Member {
     /// Patroni member name (the instance name).
     pub name: String,
-    /// Address PostgreSQL and the REST API listen on and advertise.
+    /// Address PostgreSQL and the REST API listen on and advertise. Patroni refuses
+    /// `127.0.0.1`/`localhost` as an advertised address, so local members use 127.0.0.2 and up.
     pub host: String,
     pub data_dir: String,
     pub wal_dir: Option<String>,
@@ -30,23 +55,347 @@ pub struct Member {
     pub socket_dir: String,
     pub server_tls_dir: String,
     pub replication_tls_dir: String,
+    /// OS user Patroni runs as; pg_ident maps it to the `postgres` role for peer auth.
+    pub os_user: String,
 }
+
+/// Environment variables the StatefulSet builder must set from the downward API, as
+/// `(name, fieldPath)`, BEFORE the ones from [`kubernetes_env`] (which refer to them with
+/// `$(...)`, and Kubernetes only expands variables defined earlier in the list):
+///
+/// - `PATRONI_NAME` = `metadata.name`: Patroni's member name must be the pod name, because its
+///   Kubernetes DCS labels and annotates the pod of that name.
+/// - `PATRONI_KUBERNETES_POD_IP` = `status.podIP`: the address Patroni writes into the leader
+///   Endpoints `<c>-ha`, which the `<c>-ha` Service routes to.
+pub const DOWNWARD_API_ENV: &[(&str, &str)] = &[
+    ("PATRONI_NAME", "metadata.name"),
+    ("PATRONI_KUBERNETES_POD_IP", "status.podIP"),
+];
+
+/// The Endpoints port name Patroni writes on the leader Endpoints `<c>-ha`; the `<c>-ha`
+/// Service's port must carry the same name for the Endpoints to back it.
+pub const LEADER_ENDPOINTS_PORT_NAME: &str = "postgres";
 
 /// The cluster-wide Patroni configuration file (ConfigMap `<c>-config`, key `patroni.yaml`).
 pub fn cluster_yaml(cluster: &ValidatedCluster, dcs: &Dcs) -> String {
-    let _ = (cluster, dcs);
-    String::from("# filled in by the config work\n")
+    let major = cluster.postgres_version;
+    let data_dir = paths::pgdata(major);
+    let bin_dir = paths::bin_dir(major);
+    let local = Local {
+        name: None,
+        listen_host: "*",
+        connect_host: None,
+        data_dir: &data_dir,
+        wal_dir: None,
+        bin_dir: Some(&bin_dir),
+        socket_dir: paths::SOCKET_DIR,
+        server_tls_dir: paths::SERVER_TLS_DIR,
+        replication_tls_dir: paths::REPLICATION_TLS_DIR,
+        os_user: paths::KUBERNETES_OS_USER,
+    };
+    render(cluster, &document(cluster, dcs, &local))
 }
 
 /// A whole Patroni configuration file for one member (`tusk local`).
 pub fn member_yaml(cluster: &ValidatedCluster, dcs: &Dcs, member: &Member) -> String {
-    let _ = (cluster, dcs, member);
-    String::from("# filled in by the config work\n")
+    let local = Local {
+        name: Some(&member.name),
+        listen_host: &member.host,
+        connect_host: Some(&member.host),
+        data_dir: &member.data_dir,
+        wal_dir: member.wal_dir.as_deref(),
+        bin_dir: member.bin_dir.as_deref(),
+        socket_dir: &member.socket_dir,
+        server_tls_dir: &member.server_tls_dir,
+        replication_tls_dir: &member.replication_tls_dir,
+        os_user: &member.os_user,
+    };
+    render(cluster, &document(cluster, dcs, &local))
 }
 
 /// `PATRONI_*` environment variables every database container gets in Kubernetes, other than
-/// those taken from the downward API (pod name and IP), which the StatefulSet builder adds.
+/// those taken from the downward API ([`DOWNWARD_API_ENV`]: `PATRONI_NAME`,
+/// `PATRONI_KUBERNETES_POD_IP`), which the StatefulSet builder adds first.
+///
+/// Members advertise the pod's stable DNS name through the headless `<c>-pods` Service
+/// (`$(PATRONI_NAME).<c>-pods.<ns>.svc`): it survives pod restarts with a new IP and is the
+/// name server certificates carry. That Service must publish not-ready addresses, since a
+/// replica is looked up before it is ready.
 pub fn kubernetes_env(cluster: &ValidatedCluster) -> Vec<(String, String)> {
-    let _ = cluster;
-    Vec::new()
+    let pod_host = format!(
+        "$(PATRONI_NAME).{}.{}.svc",
+        cluster.names.pods_service(),
+        cluster.namespace
+    );
+    vec![
+        (
+            "PATRONI_POSTGRESQL_CONNECT_ADDRESS".into(),
+            format!("{pod_host}:{}", cluster.port),
+        ),
+        (
+            "PATRONI_RESTAPI_CONNECT_ADDRESS".into(),
+            format!("{pod_host}:{}", cluster.patroni.port),
+        ),
+    ]
+}
+
+/// The DCS configuration: `bootstrap.dcs` of the file, and the body to PATCH into Patroni's
+/// `/config` when the spec changes on a running cluster.
+///
+/// Precedence, lowest first: Tusk's defaults, the user's `dynamicConfiguration` (deep-merged,
+/// `null` deletes), then what Tusk requires: timings from `spec.patroni`, `use_pg_rewind`,
+/// the composed parameters and pg_hba, and `standby_cluster` from `spec.standby` only.
+pub fn dynamic_configuration(cluster: &ValidatedCluster) -> Value {
+    let settings = &cluster.patroni;
+    let mut dcs = json!({
+        // Patroni's own default, stated so it is visible: a replica more than 1 MiB of WAL
+        // behind is not promoted automatically.
+        "maximum_lag_on_failover": 1_048_576,
+        // Slots keep the primary's WAL until every member has it, so a restarted replica
+        // resumes streaming instead of needing a re-clone.
+        "postgresql": { "use_slots": true },
+    });
+
+    let mut user: Map<String, Value> = settings.dynamic_configuration.clone().into_iter().collect();
+    if let Some(pg) = user.get_mut("postgresql").and_then(Value::as_object_mut) {
+        // Composed (with Tusk's requirements) by the parameters and hba modules.
+        pg.remove("parameters");
+        pg.remove("pg_hba");
+    }
+    deep_merge(&mut dcs, &Value::Object(user));
+
+    dcs["ttl"] = json!(settings.leader_lease_seconds);
+    dcs["loop_wait"] = json!(settings.sync_period_seconds);
+    dcs["retry_timeout"] = json!(settings.retry_timeout_seconds);
+    // A failed primary rejoins as a replica by rewinding instead of a full re-clone.
+    dcs["postgresql"]["use_pg_rewind"] = json!(true);
+    dcs["postgresql"]["parameters"] = json!(cluster_parameters(cluster));
+    dcs["postgresql"]["pg_hba"] = json!(hba::pg_hba(cluster));
+    let object = dcs.as_object_mut().expect("the DCS document is an object");
+    match standby_cluster(cluster) {
+        Some(standby) => object.insert("standby_cluster".into(), standby),
+        None => object.remove("standby_cluster"),
+    };
+    dcs
+}
+
+/// `standby_cluster` for an enabled `spec.standby`: follow the remote primary at host/port,
+/// replay WAL from the named repository, or both (repository first for the initial copy, so
+/// the remote primary is not loaded with a base backup).
+fn standby_cluster(cluster: &ValidatedCluster) -> Option<Value> {
+    let standby = cluster.standby.as_ref().filter(|s| s.enabled)?;
+    let mut section = Map::new();
+    let mut methods = Vec::new();
+    if let Some(repo) = &standby.repo_name {
+        section.insert(
+            "restore_command".into(),
+            json!(restore_command(repo_index(cluster, repo))),
+        );
+        methods.push("pgbackrest");
+    }
+    if let Some(host) = &standby.host {
+        section.insert("host".into(), json!(host));
+        section.insert(
+            "port".into(),
+            json!(standby.port.unwrap_or(tusk_api::model::DEFAULT_PORT)),
+        );
+        methods.push("basebackup");
+    }
+    section.insert("create_replica_methods".into(), json!(methods));
+    Some(Value::Object(section))
+}
+
+fn repo_index(cluster: &ValidatedCluster, repo: &str) -> Option<u8> {
+    cluster
+        .backups
+        .as_ref()?
+        .repos
+        .iter()
+        .find(|r| r.name == repo)
+        .map(|r| r.index)
+}
+
+/// Member-local values; `None`s come from the environment in Kubernetes.
+struct Local<'a> {
+    name: Option<&'a str>,
+    listen_host: &'a str,
+    connect_host: Option<&'a str>,
+    data_dir: &'a str,
+    wal_dir: Option<&'a str>,
+    bin_dir: Option<&'a str>,
+    socket_dir: &'a str,
+    server_tls_dir: &'a str,
+    replication_tls_dir: &'a str,
+    os_user: &'a str,
+}
+
+fn document(cluster: &ValidatedCluster, dcs: &Dcs, local: &Local) -> Value {
+    let mut doc = json!({
+        "scope": cluster.names.patroni_scope(),
+        "bootstrap": {
+            "dcs": dynamic_configuration(cluster),
+            "initdb": initdb(local),
+            // Patroni 3.0's validator requires this list; it is the same policy as the DCS
+            // pg_hba, which replaces pg_hba.conf before PostgreSQL first starts.
+            "pg_hba": hba::pg_hba(cluster),
+        },
+        "restapi": restapi(cluster, local),
+        "postgresql": postgresql(cluster, local),
+        // Containers and local processes have no /dev/watchdog; "automatic" would only warn.
+        "watchdog": { "mode": "off" },
+    });
+    let object = doc.as_object_mut().expect("the document is an object");
+    if let Some(name) = local.name {
+        object.insert("name".into(), json!(name));
+    }
+    match dcs {
+        Dcs::Kubernetes { namespace } => {
+            object.insert("kubernetes".into(), kubernetes(cluster, namespace));
+        }
+        Dcs::Etcd3 { hosts } => {
+            object.insert("etcd3".into(), json!({ "hosts": hosts }));
+        }
+    }
+    doc
+}
+
+fn initdb(local: &Local) -> Value {
+    let mut options = vec![
+        // Detects storage corruption; also makes pg_rewind possible without wal_log_hints.
+        json!("data-checksums"),
+        json!({ "encoding": "UTF8" }),
+        // C.UTF-8 sorts by code point: identical on every libc version, so an image upgrade
+        // never silently reorders (and corrupts) text indexes.
+        json!({ "locale": "C.UTF-8" }),
+        // initdb's default is `trust`; pg_hba is replaced before the first start, but no
+        // window should exist where it is open.
+        json!({ "auth-local": "peer" }),
+        json!({ "auth-host": "scram-sha-256" }),
+    ];
+    if let Some(wal_dir) = local.wal_dir {
+        options.push(json!({ "waldir": wal_dir }));
+    }
+    Value::Array(options)
+}
+
+fn restapi(cluster: &ValidatedCluster, local: &Local) -> Value {
+    let mut api = json!({
+        "listen": format!("{}:{}", local.listen_host, cluster.patroni.port),
+        "certfile": tls_file(local.server_tls_dir, TLS_CERT_FILE),
+        "keyfile": tls_file(local.server_tls_dir, TLS_KEY_FILE),
+        "cafile": tls_file(local.server_tls_dir, TLS_CA_FILE),
+        // Read-only endpoints (kubelet probes, monitoring) work without a client certificate;
+        // endpoints that change state (switchover, restart, PATCH /config) demand one signed
+        // by the cluster CA. Members present `certfile` when they call each other.
+        "verify_client": "optional",
+    });
+    if let Some(host) = local.connect_host {
+        api["connect_address"] = json!(format!("{host}:{}", cluster.patroni.port));
+    }
+    api
+}
+
+fn postgresql(cluster: &ValidatedCluster, local: &Local) -> Value {
+    let replication = replication_credentials(local.replication_tls_dir);
+    let mut basebackup = vec![json!({ "checkpoint": "fast" })];
+    if let Some(wal_dir) = local.wal_dir {
+        basebackup.push(json!({ "waldir": wal_dir }));
+    }
+    let mut methods = Vec::new();
+    let restores_from_repo = cluster.backups.is_some()
+        || cluster
+            .standby
+            .as_ref()
+            .is_some_and(|s| s.enabled && s.repo_name.is_some());
+    if restores_from_repo {
+        // A replica restored from the repository does not load the primary with a base
+        // backup; until the first backup exists this fails and Patroni falls back.
+        methods.push("pgbackrest");
+    }
+    methods.push("basebackup");
+
+    let mut pg = json!({
+        "listen": format!("{}:{}", local.listen_host, cluster.port),
+        "data_dir": local.data_dir,
+        "pgpass": format!("{}/pgpass", local.socket_dir),
+        // Patroni's own connections use the socket, where peer authentication admits the
+        // superuser without any password existing.
+        "use_unix_socket": true,
+        "authentication": {
+            "superuser": { "username": tusk_api::naming::SUPERUSER },
+            "replication": replication,
+            // pg_rewind connects to the new primary over TCP; the replication identity (with
+            // the grants Patroni gives a separate rewind user) avoids a networked superuser.
+            "rewind": replication,
+        },
+        "parameters": member_parameters(local.socket_dir, local.server_tls_dir),
+        "pg_ident": hba::pg_ident(local.os_user),
+        "create_replica_methods": methods,
+        "basebackup": basebackup,
+    });
+    if restores_from_repo {
+        pg["pgbackrest"] = json!({
+            "command": format!(
+                "pgbackrest --stanza={PGBACKREST_STANZA} --pg1-path={} --delta --type=standby restore",
+                local.data_dir
+            ),
+            "keep_data": true,
+            "no_params": true,
+        });
+    }
+    if let Some(host) = local.connect_host {
+        pg["connect_address"] = json!(format!("{host}:{}", cluster.port));
+    }
+    if let Some(bin_dir) = local.bin_dir {
+        pg["bin_dir"] = json!(bin_dir);
+    }
+    pg
+}
+
+/// The replication role authenticates with its client certificate. `verify-ca`, not
+/// `verify-full`: `tusk local` members are addressed by loopback IPs, which their server
+/// certificates need not name; the CA check is what keeps an impostor out.
+fn replication_credentials(tls_dir: &str) -> Value {
+    json!({
+        "username": tusk_api::naming::REPLICATION_USER,
+        "sslmode": "verify-ca",
+        "sslcert": tls_file(tls_dir, TLS_CERT_FILE),
+        "sslkey": tls_file(tls_dir, TLS_KEY_FILE),
+        "sslrootcert": tls_file(tls_dir, TLS_CA_FILE),
+    })
+}
+
+fn kubernetes(cluster: &ValidatedCluster, namespace: &str) -> Value {
+    let scope = cluster.names.patroni_scope();
+    json!({
+        "namespace": namespace,
+        "labels": { LABEL_CLUSTER: cluster.name(), LABEL_PATRONI: scope },
+        // Patroni adds `scope_label: scope` to its selector; naming ours keeps it from adding
+        // its default `cluster-name` label.
+        "scope_label": LABEL_PATRONI,
+        "role_label": LABEL_ROLE,
+        // Patroni 3 labels the leader `master`; Patroni 4 defaults to `primary` unless told
+        // otherwise. Services select `master`, so say it for both versions.
+        "leader_label_value": ROLE_MASTER,
+        "standby_leader_label_value": ROLE_MASTER,
+        "follower_label_value": ROLE_REPLICA,
+        // Leader election on Endpoints updates the lock and the addresses of `<c>-ha` in one
+        // write, so the Service never points at a former leader.
+        "use_endpoints": true,
+        // Go through the `kubernetes` Service. Bypassing it would need `get` on Endpoints
+        // `default/kubernetes`, a cluster-wide grant the namespaced instance Role cannot give;
+        // least privilege wins over surviving a broken kube-proxy.
+        "bypass_api_service": false,
+        "ports": [{ "name": LEADER_ENDPOINTS_PORT_NAME, "port": cluster.port }],
+    })
+}
+
+fn render(cluster: &ValidatedCluster, doc: &Value) -> String {
+    // Not serde_yaml: Patroni's YAML 1.1 loader would read `off`/`on` as booleans.
+    let yaml = crate::yaml::to_string(doc);
+    format!(
+        "# Patroni configuration of PostgresCluster {}/{}, generated by Tusk. Do not edit.\n{yaml}",
+        cluster.namespace,
+        cluster.name()
+    )
 }

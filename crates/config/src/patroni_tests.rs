@@ -1,0 +1,254 @@
+//! Unit tests of the Patroni document: precedence of Tusk's and the user's settings, the
+//! Kubernetes and etcd sections, standby clusters, and member-specific values.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::test_support::cluster_from;
+
+fn example(name: &str) -> ValidatedCluster {
+    let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    cluster_from(&std::fs::read_to_string(&path).expect("example manifest exists"))
+}
+
+fn with_dynamic_configuration(dc: &str) -> ValidatedCluster {
+    cluster_from(&format!(
+        r#"
+apiVersion: tusk.rs/v1beta1
+kind: PostgresCluster
+metadata: {{name: hippo, namespace: tusk}}
+spec:
+  postgresVersion: 15
+  instances: [{{name: i1, dataVolumeClaimSpec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}}}]
+  patroni:
+    leaderLeaseDurationSeconds: 20
+    syncPeriodSeconds: 6
+    dynamicConfiguration: {dc}
+"#
+    ))
+}
+
+fn parse(yaml: &str) -> Value {
+    serde_yaml::from_str(yaml).expect("rendered YAML parses")
+}
+
+fn member() -> Member {
+    Member {
+        name: "hippo-0".into(),
+        host: "127.0.0.2".into(),
+        data_dir: "/state/hippo-0/data".into(),
+        wal_dir: Some("/state/hippo-0/wal".into()),
+        bin_dir: Some("/usr/lib/postgresql/15/bin".into()),
+        socket_dir: "/state/hippo-0/run".into(),
+        server_tls_dir: "/state/hippo-0/tls".into(),
+        replication_tls_dir: "/state/hippo-0/tls/replication".into(),
+        os_user: "alice".into(),
+    }
+}
+
+#[test]
+fn user_settings_override_defaults_but_not_requirements() {
+    let dcs = dynamic_configuration(&with_dynamic_configuration(
+        "{maximum_lag_on_failover: 0, synchronous_mode: true, \
+         postgresql: {use_pg_rewind: false, use_slots: false}, \
+         standby_cluster: {host: 198.51.100.1}}",
+    ));
+    assert_eq!(dcs["maximum_lag_on_failover"], json!(0));
+    assert_eq!(dcs["synchronous_mode"], json!(true));
+    assert_eq!(dcs["postgresql"]["use_slots"], json!(false));
+    assert_eq!(dcs["postgresql"]["use_pg_rewind"], json!(true));
+    // Only spec.standby makes a standby cluster.
+    assert!(dcs.get("standby_cluster").is_none(), "{dcs:#}");
+}
+
+#[test]
+fn timings_come_from_spec_patroni() {
+    let dcs = dynamic_configuration(&with_dynamic_configuration("{}"));
+    assert_eq!(dcs["ttl"], json!(20));
+    assert_eq!(dcs["loop_wait"], json!(6));
+    assert_eq!(dcs["retry_timeout"], json!(7));
+}
+
+#[test]
+fn null_deletes_a_tusk_default() {
+    let dcs = dynamic_configuration(&with_dynamic_configuration(
+        "{maximum_lag_on_failover: null}",
+    ));
+    assert!(dcs.get("maximum_lag_on_failover").is_none());
+}
+
+#[test]
+fn hippo_ha_passes_synchronous_mode_and_parameters_through() {
+    let cluster = example("02-hippo-ha.yaml");
+    let doc = parse(&cluster_yaml(
+        &cluster,
+        &Dcs::Kubernetes {
+            namespace: "tusk".into(),
+        },
+    ));
+    let dcs = &doc["bootstrap"]["dcs"];
+    assert_eq!(dcs["synchronous_mode"], json!(true));
+    let params = &dcs["postgresql"]["parameters"];
+    assert_eq!(params["shared_buffers"], json!("128MB"));
+    assert_eq!(params["max_worker_processes"], json!("2"));
+    assert_eq!(params["synchronous_commit"], json!("on"));
+    // Backups are configured in this example.
+    assert_eq!(params["archive_mode"], json!("on"));
+    assert_eq!(
+        dcs["postgresql"]["pg_hba"].as_array().unwrap().last(),
+        Some(&json!("host all all all reject"))
+    );
+    assert_eq!(doc["bootstrap"]["pg_hba"], dcs["postgresql"]["pg_hba"]);
+}
+
+#[test]
+fn kubernetes_section_labels_pods_master_and_replica() {
+    let cluster = example("02-hippo-ha.yaml");
+    let doc = parse(&cluster_yaml(
+        &cluster,
+        &Dcs::Kubernetes {
+            namespace: "tusk".into(),
+        },
+    ));
+    let k8s = &doc["kubernetes"];
+    assert_eq!(k8s["namespace"], json!("tusk"));
+    assert_eq!(
+        k8s["labels"],
+        json!({"tusk.rs/cluster": "hippo", "tusk.rs/patroni": "hippo-ha"})
+    );
+    assert_eq!(k8s["scope_label"], json!("tusk.rs/patroni"));
+    assert_eq!(k8s["role_label"], json!("tusk.rs/role"));
+    assert_eq!(k8s["leader_label_value"], json!("master"));
+    assert_eq!(k8s["standby_leader_label_value"], json!("master"));
+    assert_eq!(k8s["follower_label_value"], json!("replica"));
+    assert_eq!(k8s["use_endpoints"], json!(true));
+    assert_eq!(k8s["bypass_api_service"], json!(false));
+    assert_eq!(doc["scope"], json!("hippo-ha"));
+    assert!(doc.get("etcd3").is_none());
+    // Member identity comes from the environment in Kubernetes.
+    assert!(doc.get("name").is_none());
+    assert!(doc["postgresql"].get("connect_address").is_none());
+    assert!(doc["restapi"].get("connect_address").is_none());
+    assert_eq!(doc["postgresql"]["listen"], json!("*:5432"));
+    assert_eq!(doc["restapi"]["listen"], json!("*:8008"));
+    assert_eq!(doc["postgresql"]["data_dir"], json!("/pgdata/pg15"));
+    assert_eq!(
+        doc["postgresql"]["parameters"]["ssl_cert_file"],
+        json!("/pgconf/tls/tls.crt")
+    );
+}
+
+#[test]
+fn kubernetes_env_advertises_the_pod_dns_name() {
+    let cluster = example("02-hippo-ha.yaml");
+    assert_eq!(
+        kubernetes_env(&cluster),
+        vec![
+            (
+                "PATRONI_POSTGRESQL_CONNECT_ADDRESS".to_string(),
+                "$(PATRONI_NAME).hippo-pods.tusk.svc:5432".to_string()
+            ),
+            (
+                "PATRONI_RESTAPI_CONNECT_ADDRESS".to_string(),
+                "$(PATRONI_NAME).hippo-pods.tusk.svc:8008".to_string()
+            ),
+        ]
+    );
+    // Everything kubernetes_env refers to is set from the downward API.
+    assert!(DOWNWARD_API_ENV
+        .iter()
+        .any(|(name, _)| *name == "PATRONI_NAME"));
+}
+
+#[test]
+fn member_yaml_carries_the_member_identity_and_paths() {
+    let cluster = example("02-hippo-ha.yaml");
+    let doc = parse(&member_yaml(
+        &cluster,
+        &Dcs::Etcd3 {
+            hosts: vec!["127.0.0.1:2379".into()],
+        },
+        &member(),
+    ));
+    assert_eq!(doc["name"], json!("hippo-0"));
+    assert_eq!(doc["etcd3"]["hosts"], json!(["127.0.0.1:2379"]));
+    assert!(doc.get("kubernetes").is_none());
+    let pg = &doc["postgresql"];
+    assert_eq!(pg["listen"], json!("127.0.0.2:5432"));
+    assert_eq!(pg["connect_address"], json!("127.0.0.2:5432"));
+    assert_eq!(doc["restapi"]["connect_address"], json!("127.0.0.2:8008"));
+    assert_eq!(pg["data_dir"], json!("/state/hippo-0/data"));
+    assert_eq!(pg["bin_dir"], json!("/usr/lib/postgresql/15/bin"));
+    assert_eq!(
+        pg["parameters"]["unix_socket_directories"],
+        json!("/state/hippo-0/run")
+    );
+    assert_eq!(
+        pg["pg_ident"],
+        json!(["tusk postgres postgres", "tusk alice postgres"])
+    );
+    assert_eq!(
+        pg["authentication"]["replication"]["sslcert"],
+        json!("/state/hippo-0/tls/replication/tls.crt")
+    );
+    assert_eq!(
+        pg["authentication"]["replication"]["sslmode"],
+        json!("verify-ca")
+    );
+    assert_eq!(
+        pg["authentication"]["rewind"],
+        pg["authentication"]["replication"]
+    );
+    assert!(doc["bootstrap"]["initdb"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"waldir": "/state/hippo-0/wal"})));
+    assert!(pg["basebackup"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"waldir": "/state/hippo-0/wal"})));
+}
+
+#[test]
+fn standby_follows_host_and_repo() {
+    let dcs = dynamic_configuration(&example("06-hippo-standby.yaml"));
+    assert_eq!(
+        dcs["standby_cluster"],
+        json!({
+            "host": "192.0.2.2",
+            "port": 5432,
+            "restore_command": "pgbackrest --stanza=db --repo=1 archive-get %f \"%p\"",
+            "create_replica_methods": ["pgbackrest", "basebackup"],
+        })
+    );
+}
+
+#[test]
+fn replicas_restore_from_the_repo_only_with_backups() {
+    let with = parse(&cluster_yaml(
+        &example("02-hippo-ha.yaml"),
+        &Dcs::Kubernetes {
+            namespace: "tusk".into(),
+        },
+    ));
+    assert_eq!(
+        with["postgresql"]["create_replica_methods"],
+        json!(["pgbackrest", "basebackup"])
+    );
+    assert!(with["postgresql"]["pgbackrest"]["command"]
+        .as_str()
+        .unwrap()
+        .contains("--pg1-path=/pgdata/pg15"));
+
+    let without = parse(&cluster_yaml(
+        &with_dynamic_configuration("{}"),
+        &Dcs::Kubernetes {
+            namespace: "tusk".into(),
+        },
+    ));
+    assert_eq!(
+        without["postgresql"]["create_replica_methods"],
+        json!(["basebackup"])
+    );
+    assert!(without["postgresql"].get("pgbackrest").is_none());
+}
