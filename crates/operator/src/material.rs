@@ -2,12 +2,20 @@
 //! certificates. Existing values (read by dereference) are kept, so Secrets are stable across
 //! reconciles; missing ones are generated from a CSPRNG. `tusk render` uses
 //! [`Material::placeholders`], which never holds a real secret.
+//!
+//! TLS: [`tls_material`] keeps the certificates the controller read from the
+//! `<c>-cluster-cert` / `<c>-replication-cert` Secrets while they are still good for the
+//! current CA and names, and issues new ones from the operator root CA otherwise. Pure: the
+//! caller passes the CA, what exists and the time; nothing here reads or writes the API.
 
 use std::collections::BTreeMap;
 
 use rand::Rng;
+use time::OffsetDateTime;
+use tusk_api::naming::REPLICATION_USER;
 use tusk_api::types::PasswordType;
 use tusk_api::ValidatedCluster;
+use tusk_pki::RootCa;
 
 /// Marks every value `tusk render` prints in place of a secret.
 pub const PLACEHOLDER: &str = "<generated-by-tusk-operator>";
@@ -117,6 +125,116 @@ pub fn generate_password(kind: PasswordType, rng: &mut impl rand::CryptoRng) -> 
         .collect()
 }
 
+/// DNS domain of the Kubernetes cluster, used for fully qualified Service and pod names.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+impl From<tusk_pki::Leaf> for CertPair {
+    fn from(leaf: tusk_pki::Leaf) -> Self {
+        CertPair {
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+        }
+    }
+}
+
+/// Every name a client may use to reach the cluster's PostgreSQL (or PgBouncer) with
+/// `sslmode=verify-full`: for the Services `<c>-primary`, `<c>-replicas`, `<c>-ha` and
+/// `<c>-pgbouncer` the short, namespaced, `.svc` and fully qualified forms, plus a wildcard
+/// for every pod's stable name under the headless `<c>-pods` Service. PgBouncer's names are
+/// always present so turning pooling on or off does not reissue the certificate.
+pub fn server_dns_names(cluster: &ValidatedCluster) -> Vec<String> {
+    let names = &cluster.names;
+    let namespace = &cluster.namespace;
+    let services = [
+        names.primary_service(),
+        names.replica_service(),
+        names.patroni_scope(),
+        names.pgbouncer(),
+    ];
+    let mut dns = Vec::with_capacity(services.len() * 4 + 2);
+    for service in services {
+        let svc_host = names.service_host(&service, namespace);
+        dns.push(format!("{service}.{namespace}"));
+        dns.push(format!("{svc_host}.{CLUSTER_DOMAIN}"));
+        dns.push(svc_host);
+        dns.push(service);
+    }
+    let pods_host = names.service_host(&names.pods_service(), namespace);
+    dns.push(format!("*.{pods_host}.{CLUSTER_DOMAIN}"));
+    dns.push(format!("*.{pods_host}"));
+    dns.sort();
+    dns
+}
+
+/// The certificate pairs the controller found in the cluster's cert Secrets (`None`: Secret
+/// or key missing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExistingTls {
+    /// From `<c>-cluster-cert`.
+    pub server: Option<CertPair>,
+    /// From `<c>-replication-cert`.
+    pub replication: Option<CertPair>,
+}
+
+/// The cluster's Tusk-issued certificates, or `None` when the spec brings its own
+/// (`customTLSSecret`): Tusk never touches custom certificates.
+///
+/// An existing pair is kept, byte for byte, when it was issued by `ca`, its key matches, it is
+/// not yet due for renewal at `now` ([`tusk_pki::needs_renewal`]) and it still fits: the
+/// server certificate must cover every name of [`server_dns_names`], the replication client
+/// certificate must be for [`REPLICATION_USER`]. Anything else is reissued, so a CA rollover,
+/// an approaching expiry, a new name or a hand-edited Secret all heal on the next reconcile.
+pub fn tls_material(
+    cluster: &ValidatedCluster,
+    ca: &RootCa,
+    existing: &ExistingTls,
+    now: OffsetDateTime,
+) -> Result<Option<TlsMaterial>, tusk_pki::Error> {
+    if cluster.tls.custom_server.is_some() {
+        return Ok(None);
+    }
+    let dns_names = server_dns_names(cluster);
+    let server = match existing
+        .server
+        .as_ref()
+        .filter(|pair| still_valid(pair, ca, now) && covers(pair, &dns_names))
+    {
+        Some(pair) => pair.clone(),
+        None => ca
+            .issue_server(&cluster.names.primary_service(), &dns_names, now)?
+            .into(),
+    };
+    let replication = match existing.replication.as_ref().filter(|pair| {
+        still_valid(pair, ca, now)
+            && tusk_pki::common_name(&pair.cert_pem)
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(REPLICATION_USER)
+    }) {
+        Some(pair) => pair.clone(),
+        None => ca.issue_client(REPLICATION_USER, now)?.into(),
+    };
+    Ok(Some(TlsMaterial {
+        ca_bundle_pem: ca.cert_pem().to_owned(),
+        server,
+        replication,
+    }))
+}
+
+/// Issued by `ca`, key and certificate belong together, not due for renewal.
+fn still_valid(pair: &CertPair, ca: &RootCa, now: OffsetDateTime) -> bool {
+    tusk_pki::issued_by(&pair.cert_pem, ca)
+        && tusk_pki::key_matches(&pair.cert_pem, &pair.key_pem)
+        && !tusk_pki::needs_renewal(&pair.cert_pem, now).unwrap_or(true)
+}
+
+/// The certificate's DNS subjectAltNames include every one of `required`.
+fn covers(pair: &CertPair, required: &[String]) -> bool {
+    tusk_pki::dns_names(&pair.cert_pem)
+        .is_ok_and(|present| required.iter().all(|name| present.contains(name)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +264,199 @@ mod tests {
             tls: None,
         };
         assert!(!format!("{m:?}").contains("s3cret"));
+    }
+
+    const ISSUED_UNIX: i64 = 1_900_000_000; // 2030-03-17, explicit: no wall clock in tests
+
+    fn at(days_after_issue: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(ISSUED_UNIX + days_after_issue * 86_400).unwrap()
+    }
+
+    fn cluster(extra_spec: &str) -> ValidatedCluster {
+        tusk_api::validate_yaml(&format!(
+            "apiVersion: tusk.rs/v1beta1\nkind: PostgresCluster\nmetadata: {{name: hippo, namespace: db}}\nspec:\n  postgresVersion: 15\n  instances: [{{dataVolumeClaimSpec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}}}]\n{extra_spec}"
+        ))
+        .unwrap()
+    }
+
+    /// subjectAltNames as the real `openssl x509` prints them (PEM on stdin).
+    fn openssl_dns_sans(cert_pem: &str) -> Vec<String> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run openssl (apt-get install openssl)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(cert_pem.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut names: Vec<String> = text
+            .split([',', '\n'])
+            .filter_map(|item| item.trim().strip_prefix("DNS:").map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn issue(cluster: &ValidatedCluster, ca: &RootCa, existing: &ExistingTls) -> TlsMaterial {
+        tls_material(cluster, ca, existing, at(0)).unwrap().unwrap()
+    }
+
+    fn kept(tls: &TlsMaterial) -> ExistingTls {
+        ExistingTls {
+            server: Some(tls.server.clone()),
+            replication: Some(tls.replication.clone()),
+        }
+    }
+
+    #[test]
+    fn server_names_cover_every_service_form_and_every_pod() {
+        let names = server_dns_names(&cluster(""));
+        let mut expected = vec![
+            "*.hippo-pods.db.svc".to_owned(),
+            "*.hippo-pods.db.svc.cluster.local".to_owned(),
+        ];
+        for service in [
+            "hippo-primary",
+            "hippo-replicas",
+            "hippo-ha",
+            "hippo-pgbouncer",
+        ] {
+            expected.push(service.to_owned());
+            expected.push(format!("{service}.db"));
+            expected.push(format!("{service}.db.svc"));
+            expected.push(format!("{service}.db.svc.cluster.local"));
+        }
+        expected.sort();
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn issued_certificates_carry_every_name_and_the_replication_role() {
+        let cluster = cluster("");
+        let ca = RootCa::generate(at(-1)).unwrap();
+        let tls = issue(&cluster, &ca, &ExistingTls::default());
+        assert_eq!(
+            openssl_dns_sans(&tls.server.cert_pem),
+            server_dns_names(&cluster)
+        );
+        assert_eq!(
+            tusk_pki::common_name(&tls.replication.cert_pem)
+                .unwrap()
+                .as_deref(),
+            Some(REPLICATION_USER)
+        );
+        assert_eq!(tls.ca_bundle_pem, ca.cert_pem());
+        assert!(tusk_pki::issued_by(&tls.server.cert_pem, &ca));
+        assert!(tusk_pki::issued_by(&tls.replication.cert_pem, &ca));
+    }
+
+    #[test]
+    fn fresh_certificates_of_the_same_ca_are_kept_byte_for_byte() {
+        let cluster = cluster("");
+        let ca = RootCa::generate(at(-1)).unwrap();
+        let first = issue(&cluster, &ca, &ExistingTls::default());
+        let again = tls_material(&cluster, &ca, &kept(&first), at(200))
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, first);
+        // The CA restored from its Secret is the same CA.
+        let restored = RootCa::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+        assert_eq!(issue(&cluster, &restored, &kept(&first)), first);
+    }
+
+    #[test]
+    fn certificates_are_reissued_for_another_ca_near_expiry_or_a_missing_name() {
+        let cluster = cluster("");
+        let ca = RootCa::generate(at(-1)).unwrap();
+        let first = issue(&cluster, &ca, &ExistingTls::default());
+
+        let new_ca = RootCa::generate(at(-1)).unwrap();
+        let rolled = issue(&cluster, &new_ca, &kept(&first));
+        assert_ne!(rolled.server, first.server);
+        assert_ne!(rolled.replication, first.replication);
+        assert!(tusk_pki::issued_by(&rolled.server.cert_pem, &new_ca));
+        assert_eq!(rolled.ca_bundle_pem, new_ca.cert_pem());
+
+        // 250 of 365 days is past the 2/3 mark.
+        let late = tls_material(&cluster, &ca, &kept(&first), at(250))
+            .unwrap()
+            .unwrap();
+        assert_ne!(late.server, first.server);
+        assert_ne!(late.replication, first.replication);
+
+        let narrow = ca
+            .issue_server("hippo-primary", &["hippo-primary".to_owned()], at(0))
+            .unwrap();
+        let existing = ExistingTls {
+            server: Some(narrow.clone().into()),
+            replication: Some(first.replication.clone()),
+        };
+        let widened = issue(&cluster, &ca, &existing);
+        assert_ne!(widened.server.cert_pem, narrow.cert_pem);
+        assert_eq!(
+            openssl_dns_sans(&widened.server.cert_pem),
+            server_dns_names(&cluster)
+        );
+        assert_eq!(widened.replication, first.replication);
+    }
+
+    #[test]
+    fn mismatched_or_wrong_role_pairs_are_reissued() {
+        let cluster = cluster("");
+        let ca = RootCa::generate(at(-1)).unwrap();
+        let first = issue(&cluster, &ca, &ExistingTls::default());
+        let other_role: CertPair = ca.issue_client("someone-else", at(0)).unwrap().into();
+        let existing = ExistingTls {
+            server: Some(CertPair {
+                cert_pem: first.server.cert_pem.clone(),
+                key_pem: first.replication.key_pem.clone(),
+            }),
+            replication: Some(other_role.clone()),
+        };
+        let healed = issue(&cluster, &ca, &existing);
+        assert_ne!(healed.server.cert_pem, first.server.cert_pem);
+        assert!(tusk_pki::key_matches(
+            &healed.server.cert_pem,
+            &healed.server.key_pem
+        ));
+        assert_ne!(healed.replication, other_role);
+    }
+
+    #[test]
+    fn custom_tls_is_never_touched() {
+        let cluster = cluster(
+            "  customTLSSecret: {name: hippo.tls}\n  customReplicationTLSSecret: {name: hippo-repl.tls}\n",
+        );
+        let ca = RootCa::generate(at(-1)).unwrap();
+        assert_eq!(
+            tls_material(&cluster, &ca, &ExistingTls::default(), at(0)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn cert_pair_debug_never_shows_the_key() {
+        let ca = RootCa::generate(at(-1)).unwrap();
+        let pair: CertPair = ca.issue_client(REPLICATION_USER, at(0)).unwrap().into();
+        let key_body = pair.key_pem.lines().nth(1).unwrap().to_owned();
+        let debug = format!(
+            "{:?}",
+            ExistingTls {
+                server: None,
+                replication: Some(pair)
+            }
+        );
+        assert!(
+            !debug.contains(&key_body) && !debug.contains("PRIVATE KEY"),
+            "{debug}"
+        );
     }
 }

@@ -20,6 +20,16 @@ use crate::images::Images;
 use crate::material::Material;
 use crate::plan::InstancePlan;
 
+pub mod instance;
+pub mod meta;
+pub mod patroni_config;
+pub mod pdb;
+pub mod pod_security;
+pub mod rbac;
+pub mod secrets;
+pub mod services;
+pub mod volumes;
+
 /// What a build needs besides the cluster.
 #[derive(Clone, Debug)]
 pub struct BuildInput<'a> {
@@ -30,6 +40,11 @@ pub struct BuildInput<'a> {
 }
 
 /// One object Tusk manages, typed.
+///
+/// Not boxed although a StatefulSet is far larger than a Role: a build makes a few dozen of
+/// these once per reconcile, and plain variants keep matching and constructing simple for
+/// the controller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Managed {
     StatefulSet(StatefulSet),
@@ -110,13 +125,86 @@ impl Managed {
         v
     }
 
+    /// Position of this kind in [`build`]'s output: what others refer to comes first.
+    pub fn apply_rank(&self) -> u8 {
+        match self {
+            Managed::ServiceAccount(_) => 0,
+            Managed::Role(_) => 1,
+            Managed::RoleBinding(_) => 2,
+            Managed::ConfigMap(_) => 3,
+            Managed::Secret(_) => 4,
+            Managed::Service(_) => 5,
+            Managed::PersistentVolumeClaim(_) => 6,
+            Managed::StatefulSet(_) => 7,
+            Managed::PodDisruptionBudget(_) => 8,
+        }
+    }
+
     pub fn to_dynamic(&self) -> DynamicObject {
         serde_json::from_value(self.to_json()).expect("a typed object is a valid DynamicObject")
     }
 }
 
-/// Every object `input.cluster` should have.
+/// Every object `input.cluster` should have, sorted for applying: kinds that others refer to
+/// first (RBAC, configuration, Secrets, Services, claims before the StatefulSets that mount
+/// them), then by name. The same input always gives the same list.
+///
+/// Backups (pgBackRest), PgBouncer and the exporter are not built yet.
 pub fn build(input: &BuildInput) -> Vec<Managed> {
-    let _ = input;
-    Vec::new()
+    let cluster = input.cluster;
+    let patroni_yaml = patroni_config::patroni_yaml(cluster);
+    let config_hash = patroni_config::config_hash(&patroni_yaml);
+    let image = input.images.database(cluster);
+
+    let mut objects = vec![
+        Managed::ServiceAccount(rbac::instance_service_account(cluster)),
+        Managed::Role(rbac::instance_role(cluster)),
+        Managed::RoleBinding(rbac::instance_role_binding(cluster)),
+        Managed::ConfigMap(patroni_config::patroni_config_map(cluster, &patroni_yaml)),
+    ];
+    objects.extend(
+        services::cluster_services(cluster)
+            .into_iter()
+            .map(Managed::Service),
+    );
+    objects.extend(
+        secrets::user_secrets(cluster, input.material)
+            .into_iter()
+            .chain(secrets::certificate_secrets(cluster, input.material))
+            .map(Managed::Secret),
+    );
+    for (set_name, instance) in input.plan.instances() {
+        // The plan is made from this same cluster, so every planned set exists; a set that
+        // does not (a stale plan) gets nothing rather than a guessed spec.
+        let Some(set) = cluster
+            .instance_sets
+            .iter()
+            .find(|s| s.name.as_str() == set_name)
+        else {
+            continue;
+        };
+        objects.extend(
+            volumes::instance_pvcs(cluster, set, instance)
+                .into_iter()
+                .map(Managed::PersistentVolumeClaim),
+        );
+        objects.push(Managed::StatefulSet(instance::instance_statefulset(
+            cluster,
+            set,
+            instance::InstanceContext {
+                instance,
+                image: &image,
+                config_hash: &config_hash,
+            },
+        )));
+    }
+    objects.extend(
+        cluster
+            .instance_sets
+            .iter()
+            .filter_map(|set| pdb::instance_set_pdb(cluster, set))
+            .map(Managed::PodDisruptionBudget),
+    );
+    objects.sort_by(|a, b| (a.apply_rank(), a.name()).cmp(&(b.apply_rank(), b.name())));
+    objects
 }
