@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod operator;
 mod render;
 
 #[derive(Parser)]
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Kubernetes operator (watches PostgresClusters until SIGTERM).
+    Operator(operator::OperatorArgs),
     /// Print the PostgresCluster CustomResourceDefinition (YAML).
     Crd,
     /// Print every Kubernetes object the operator would create for a manifest, on an empty
@@ -34,11 +37,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => {
-            print!("{}", tusk_api::crd::crd_yaml());
-            Ok(())
-        }
+        Command::Crd => print_stdout(&tusk_api::crd::crd_yaml()),
         Command::Render { file } => render::run(&file),
+        Command::Operator(args) => operator::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,5 +47,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) ends quietly instead of panicking.
+pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }

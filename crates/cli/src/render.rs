@@ -33,7 +33,9 @@ pub fn render(yaml: &str) -> Result<String, tusk_api::ValidationErrors> {
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&o.to_json()).expect("objects serialize"));
+        // Every string double-quoted: serde_yaml leaves `2026-11-21T10:00:00Z` or `on` bare,
+        // which YAML 1.1 readers (kubectl's included) turn into timestamps and booleans.
+        out.push_str(&tusk_config::yaml::to_string(&o.to_json()));
     }
     Ok(out)
 }

@@ -5,6 +5,10 @@
 
 pub mod build;
 pub mod controller;
+pub mod http;
 pub mod images;
+pub mod leader;
 pub mod material;
+pub mod metrics;
 pub mod plan;
+pub mod run;
