@@ -6,6 +6,7 @@ pub mod crd;
 pub mod cron;
 pub mod model;
 pub mod naming;
+pub mod plan;
 pub mod types;
 pub mod validate;
 

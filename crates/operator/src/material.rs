@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use rand::Rng;
 use time::OffsetDateTime;
 use tusk_api::naming::REPLICATION_USER;
 use tusk_api::types::PasswordType;
@@ -19,9 +18,6 @@ use tusk_pki::RootCa;
 
 /// Marks every value `tusk render` prints in place of a secret.
 pub const PLACEHOLDER: &str = "<generated-by-tusk-operator>";
-
-/// Length of generated passwords.
-pub const PASSWORD_LENGTH: usize = 24;
 
 /// A certificate and its private key, PEM.
 #[derive(Clone, PartialEq, Eq)]
@@ -109,20 +105,15 @@ pub fn user_passwords(
         .collect()
 }
 
-/// A password of [`PASSWORD_LENGTH`] characters from a CSPRNG. `ASCII` uses every printable
-/// character except those that need quoting in a URI or a shell (`'"\` and space).
+pub use tusk_pki::password::PASSWORD_LENGTH;
+
+/// A password for a user of the given `password.type`, from a CSPRNG.
 pub fn generate_password(kind: PasswordType, rng: &mut impl rand::CryptoRng) -> String {
-    const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let ascii: Vec<u8> = (b'!'..=b'~')
-        .filter(|c| !matches!(c, b'\'' | b'"' | b'\\' | b'`'))
-        .collect();
-    let alphabet: &[u8] = match kind {
-        PasswordType::AlphaNumeric => ALPHANUMERIC,
-        PasswordType::Ascii => &ascii,
+    let alphabet = match kind {
+        PasswordType::AlphaNumeric => tusk_pki::password::Alphabet::AlphaNumeric,
+        PasswordType::Ascii => tusk_pki::password::Alphabet::Ascii,
     };
-    (0..PASSWORD_LENGTH)
-        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
-        .collect()
+    tusk_pki::password::generate_password(alphabet, rng)
 }
 
 /// DNS domain of the Kubernetes cluster, used for fully qualified Service and pod names.

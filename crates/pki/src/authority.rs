@@ -131,7 +131,8 @@ impl RootCa {
     }
 
     /// A server certificate (extendedKeyUsage serverAuth) for `common_name` whose
-    /// subjectAltNames are exactly `dns_names`, valid [`LEAF_LIFETIME`] from `now`.
+    /// subjectAltNames are exactly `dns_names` (entries that parse as IP addresses become IP
+    /// SANs), valid [`LEAF_LIFETIME`] from `now`.
     pub fn issue_server(
         &self,
         common_name: &str,
@@ -141,6 +142,11 @@ impl RootCa {
         let sans = dns_names
             .iter()
             .map(|name| {
+                // `tusk local` members are reached by address (127.0.0.N): an IP SAN lets
+                // clients verify them with sslmode=verify-full.
+                if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+                    return Ok(SanType::IpAddress(ip));
+                }
                 name.clone()
                     .try_into()
                     .map(SanType::DnsName)

@@ -8,6 +8,7 @@
 
 mod authority;
 mod inspect;
+pub mod password;
 
 pub use authority::{
     Leaf, RootCa, CLOCK_SKEW_ALLOWANCE, LEAF_LIFETIME, ROOT_CA_COMMON_NAME, ROOT_CA_LIFETIME,
