@@ -202,6 +202,24 @@ async fn create_makes_every_built_object_owned_by_the_cluster() {
             );
         }
     }
+    // Tusk-issued certificates, signed by the operator's root CA (created on first use).
+    for secret in ["hippo-cluster-cert", "hippo-replication-cert"] {
+        assert!(
+            existing.contains_key(&("Secret".to_owned(), secret.to_owned())),
+            "{secret} missing"
+        );
+    }
+    let ca = root_ca::ensure_root_ca(&h.client, DEFAULT_OPERATOR_NAMESPACE)
+        .await
+        .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(h.client.clone(), NS);
+    let server = secrets.get("hippo-cluster-cert").await.unwrap();
+    let cert = String::from_utf8(server.data.unwrap()["tls.crt"].0.clone()).unwrap();
+    assert!(
+        tusk_pki::issued_by(&cert, &ca),
+        "cluster cert not issued by the root CA"
+    );
+
     let sets = instance_sets(&existing);
     assert_eq!(sets.len(), 2, "one StatefulSet per instance: {sets:?}");
     assert!(sets.iter().all(|s| s.starts_with("hippo-instance1-")));
