@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod local;
 mod operator;
 mod render;
 
@@ -32,6 +33,9 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Run a manifest as local processes: etcd, Patroni + PostgreSQL per instance on
+    /// loopback addresses (up, status, down, switchover, logs, ca).
+    Local(local::LocalArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Command::Crd => print_stdout(&tusk_api::crd::crd_yaml()),
         Command::Render { file } => render::run(&file),
         Command::Operator(args) => operator::run(args),
+        Command::Local(args) => local::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,11 +3,15 @@
 //! exporter queries). Shared by the operator (files in ConfigMaps) and `tusk local` (files on
 //! disk) so there is one source of truth. No Kubernetes calls, no I/O.
 
+pub mod exporter;
 pub mod hba;
 pub mod merge;
 pub mod parameters;
 pub mod paths;
 pub mod patroni;
+pub mod pgbackrest;
+pub mod pgbouncer;
+pub mod users;
 pub mod yaml;
 
 #[cfg(test)]

@@ -1,2 +1,25 @@
-//! Local runtime: a ValidatedCluster as real processes (etcd, Patroni + PostgreSQL per
-//! instance on 127.0.0.N, pgBackRest, PgBouncer, exporter). Built in the `tusk local` issue.
+//! Local runtime (`tusk local`): a ValidatedCluster as real processes — etcd as Patroni's DCS
+//! on `<network>.1`, one Patroni + PostgreSQL per instance on `<network>.2` and up, a local
+//! CA and per-member certificates, pgBackRest with directory repositories — rendered by the
+//! same `tusk_config` functions the operator uses. State lives in one directory per cluster
+//! (`state`); servers outlive `tusk` and are found again by pid.
+
+mod backup;
+pub mod error;
+pub mod etcd;
+pub mod members;
+pub mod observe;
+pub mod patroni_api;
+mod rollout;
+pub mod secret;
+pub mod sql;
+pub mod state;
+pub mod status;
+pub mod system;
+pub mod tls;
+pub mod up;
+
+pub use error::{Error, Result};
+pub use state::Layout;
+pub use status::{ca_pem, down, logs, render_table, status, switchover, StatusReport};
+pub use up::{up, UpOptions};

@@ -1,0 +1,147 @@
+//! `tusk local ...`: runs a PostgresCluster manifest as local processes through the
+//! `tusk_local` runtime. Argument parsing and printing only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use tusk_local::state::resolve_state_dir;
+use tusk_local::{Layout, UpOptions};
+
+#[derive(Args)]
+pub struct LocalArgs {
+    #[command(subcommand)]
+    command: LocalCommand,
+}
+
+/// Where the cluster's state is: `--state-dir`, or `./.tusk/<name>` of `-f FILE`, or the
+/// only cluster under `./.tusk`.
+#[derive(Args)]
+struct Target {
+    /// State directory of the cluster.
+    #[arg(long = "state-dir")]
+    state_dir: Option<PathBuf>,
+    /// The cluster's manifest (only its name is used to find the state directory).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+}
+
+impl Target {
+    fn layout(&self) -> anyhow::Result<Layout> {
+        Ok(Layout::new(resolve_state_dir(
+            self.state_dir.as_deref(),
+            self.file.as_deref(),
+        )?))
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Create or update the cluster and wait until it is ready (a leader, every replica
+    /// streaming).
+    Up {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// State directory (default `./.tusk/<cluster>`).
+        #[arg(long = "state-dir")]
+        state_dir: Option<PathBuf>,
+        /// First three octets of the loopback addresses (etcd on .1, members on .2 and up).
+        #[arg(long)]
+        network: Option<String>,
+        /// Seconds each wait (primary initialised, replicas streaming) may take.
+        #[arg(long, default_value_t = 300)]
+        wait_seconds: u64,
+    },
+    /// Members, roles, states, timelines, lag and pids.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Stop every process (replicas, primary, then etcd).
+    Down {
+        #[command(flatten)]
+        target: Target,
+        /// Also delete the state directory (data, certificates, logs).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Planned switchover to MEMBER (or any healthy replica).
+    Switchover {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "to")]
+        to: Option<String>,
+        #[arg(long, default_value_t = 300)]
+        wait_seconds: u64,
+    },
+    /// Print the log of MEMBER (or of etcd and every member).
+    Logs {
+        #[command(flatten)]
+        target: Target,
+        member: Option<String>,
+    },
+    /// Print the cluster's CA certificate (PEM) for clients' sslrootcert.
+    Ca {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn progress(line: &str) {
+    eprintln!("==> {line}");
+}
+
+pub fn run(args: LocalArgs) -> anyhow::Result<()> {
+    match args.command {
+        LocalCommand::Up {
+            file,
+            state_dir,
+            network,
+            wait_seconds,
+        } => {
+            let options = UpOptions {
+                manifest: file,
+                state_dir,
+                network,
+                wait_limit: Duration::from_secs(wait_seconds),
+            };
+            Ok(tusk_local::up(&options, &mut progress)?)
+        }
+        LocalCommand::Status { target, output } => {
+            let report = tusk_local::status(&target.layout()?)?;
+            let text = match output {
+                Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+                Output::Table => tusk_local::render_table(&report),
+            };
+            crate::print_stdout(&text)
+        }
+        LocalCommand::Down { target, purge } => {
+            Ok(tusk_local::down(&target.layout()?, purge, &mut progress)?)
+        }
+        LocalCommand::Switchover {
+            target,
+            to,
+            wait_seconds,
+        } => {
+            let leader = tusk_local::switchover(
+                &target.layout()?,
+                to.as_deref(),
+                Duration::from_secs(wait_seconds),
+                &mut progress,
+            )?;
+            crate::print_stdout(&format!("{leader}\n"))
+        }
+        LocalCommand::Logs { target, member } => {
+            crate::print_stdout(&tusk_local::logs(&target.layout()?, member.as_deref())?)
+        }
+        LocalCommand::Ca { target } => crate::print_stdout(&tusk_local::ca_pem(&target.layout()?)?),
+    }
+}

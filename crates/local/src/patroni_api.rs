@@ -1,0 +1,233 @@
+//! Patroni's REST API over HTTPS (verified against the local CA, presenting the admin client
+//! certificate that `verify_client: optional` demands for state-changing calls), and etcd's
+//! JSON gateway for removing a departed member's key. Touches the network only.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tusk_config::paths::{TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+
+use crate::error::{io, Error, Result};
+use crate::state::Layout;
+
+/// A member as Patroni's `/cluster` reports it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClusterMember {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub timeline: Option<u64>,
+    /// Bytes behind the leader; Patroni reports a string ("unknown") when it cannot tell.
+    #[serde(default)]
+    pub lag: Option<Value>,
+    #[serde(default)]
+    pub pending_restart: bool,
+}
+
+impl ClusterMember {
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader" || self.role == "master"
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClusterView {
+    pub members: Vec<ClusterMember>,
+}
+
+impl ClusterView {
+    pub fn leader(&self) -> Option<&ClusterMember> {
+        self.members.iter().find(|m| m.is_leader())
+    }
+}
+
+/// HTTPS client for every member's REST API.
+pub struct PatroniApi {
+    agent: ureq::Agent,
+    port: u16,
+}
+
+impl PatroniApi {
+    pub fn new(layout: &Layout, port: u16) -> Result<PatroniApi> {
+        let dir = layout.admin_tls_dir();
+        let read = |file: &str| {
+            let path = dir.join(file);
+            std::fs::read(&path).map_err(io("reading", path))
+        };
+        let bad_pem = |what: &str, e: ureq::Error| Error::Http {
+            what: format!("loading {what} from {}", dir.display()),
+            reason: e.to_string(),
+        };
+        let ca = Certificate::from_pem(&read(TLS_CA_FILE)?).map_err(|e| bad_pem("CA", e))?;
+        let cert =
+            Certificate::from_pem(&read(TLS_CERT_FILE)?).map_err(|e| bad_pem("certificate", e))?;
+        let key = PrivateKey::from_pem(&read(TLS_KEY_FILE)?).map_err(|e| bad_pem("key", e))?;
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&[ca]))
+            .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            // Loopback traffic must never go through an HTTP(S)_PROXY from the environment.
+            .proxy(None)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Ok(PatroniApi { agent, port })
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.port)
+    }
+
+    fn request(&self, method: &str, host: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let url = self.url(host, path);
+        let fail = |reason: String| Error::Http {
+            what: format!("{method} {url}"),
+            reason,
+        };
+        let response = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("PATCH", Some(b)) => self.agent.patch(&url).send_json(b),
+            ("POST", Some(b)) => self.agent.post(&url).send_json(b),
+            ("POST", None) => self.agent.post(&url).send_empty(),
+            _ => unreachable!("unsupported request shape"),
+        };
+        let mut response = response.map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| fail(e.to_string()))?;
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {status}: {}", text.trim())));
+        }
+        // Some endpoints answer plain text ("Successfully switched over ...").
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// `GET /cluster` as seen by the member at `host`.
+    pub fn cluster(&self, host: &str) -> Result<ClusterView> {
+        let value = self.request("GET", host, "/cluster", None)?;
+        serde_json::from_value(value).map_err(|e| Error::Http {
+            what: format!("parsing {}", self.url(host, "/cluster")),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `GET /config`: the dynamic configuration in the DCS.
+    pub fn config(&self, host: &str) -> Result<Value> {
+        self.request("GET", host, "/config", None)
+    }
+
+    /// `PATCH /config` with a JSON merge patch (`null` deletes a key).
+    pub fn patch_config(&self, host: &str, patch: &Value) -> Result<()> {
+        self.request("PATCH", host, "/config", Some(patch))
+            .map(drop)
+    }
+
+    /// `POST /switchover` from `leader` to `candidate` (any healthy member when `None`).
+    pub fn switchover(&self, host: &str, leader: &str, candidate: Option<&str>) -> Result<()> {
+        let mut body = json!({ "leader": leader });
+        if let Some(candidate) = candidate {
+            body["candidate"] = json!(candidate);
+        }
+        self.request("POST", host, "/switchover", Some(&body))
+            .map(drop)
+    }
+
+    /// `POST /restart` of the member at `host` (restarts its PostgreSQL).
+    pub fn restart(&self, host: &str) -> Result<()> {
+        self.request("POST", host, "/restart", Some(&json!({})))
+            .map(drop)
+    }
+}
+
+/// Deletes `key` from etcd through its v3 JSON gateway (plain HTTP on loopback, as Patroni
+/// itself talks to it).
+pub fn etcd_delete(endpoint: &str, key: &str) -> Result<()> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://{endpoint}/v3/kv/deleterange");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    let fail = |reason: String| Error::Http {
+        what: format!("deleting etcd key {key}"),
+        reason,
+    };
+    let response = agent
+        .post(&url)
+        .send_json(json!({ "key": encoded }))
+        .map_err(|e| fail(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("HTTP {}", response.status())));
+    }
+    Ok(())
+}
+
+/// The JSON merge patch (RFC 7386, what Patroni's PATCH /config applies) turning `current`
+/// into `desired`: changed values replaced, vanished keys set to `null`.
+pub fn merge_patch(current: &Value, desired: &Value) -> Option<Value> {
+    match (current, desired) {
+        (Value::Object(cur), Value::Object(want)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in want {
+                match cur.get(key) {
+                    Some(existing) => {
+                        if let Some(p) = merge_patch(existing, value) {
+                            patch.insert(key.clone(), p);
+                        }
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in cur.keys().filter(|k| !want.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            (!patch.is_empty()).then_some(Value::Object(patch))
+        }
+        (cur, want) if same_setting(cur, want) => None,
+        (_, want) => Some(want.clone()),
+    }
+}
+
+/// Patroni may hand back `"10"` where we sent `10` (or the reverse): equal as settings.
+fn same_setting(a: &Value, b: &Value) -> bool {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    a == b || (!a.is_object() && !b.is_object() && text(a) == text(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_replaces_changes_and_nulls_removed_keys() {
+        let current =
+            json!({"ttl": 15, "postgresql": {"parameters": {"work_mem": "2MB", "old": "1"}}});
+        let desired =
+            json!({"ttl": "15", "postgresql": {"parameters": {"work_mem": "4MB"}}, "new": true});
+        assert_eq!(
+            merge_patch(&current, &desired),
+            Some(
+                json!({"postgresql": {"parameters": {"work_mem": "4MB", "old": null}}, "new": true})
+            )
+        );
+        assert_eq!(merge_patch(&desired, &desired), None);
+    }
+}
