@@ -46,6 +46,9 @@ pub const ANNOTATION_CONFIG_HASH: &str = "tusk.rs/config-hash";
 /// Hash of an object as the operator last applied it: an object whose hash and fields still
 /// match is not sent again, so an unchanged cluster costs no writes.
 pub const ANNOTATION_APPLIED_HASH: &str = "tusk.rs/applied-hash";
+/// Version of the operator that last wrote an object. Not a reason to write: an operator
+/// upgrade alone changes nothing; the next write for another reason updates it.
+pub const ANNOTATION_OPERATOR_VERSION: &str = "tusk.rs/operator-version";
 /// `kubectl exec`/`logs` pick this container by default.
 pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
@@ -67,6 +70,11 @@ pub const ROOT_CA_SECRET: &str = "tusk-root-cacert";
 /// The replication role; its client certificate's CN.
 pub const REPLICATION_USER: &str = "_tusk_repl";
 pub const SUPERUSER: &str = "postgres";
+/// The role PgBouncer's `auth_query` logs in as: it can read password verifiers only through
+/// one SECURITY DEFINER function (`tusk_config::pgbouncer`), never `pg_authid` itself.
+pub const PGBOUNCER_AUTH_USER: &str = "_tusk_pgbouncer";
+/// The role postgres_exporter logs in as: `pg_monitor` and nothing more.
+pub const EXPORTER_USER: &str = "_tusk_exporter";
 
 /// A DNS-1123 label: lowercase alphanumerics and `-`, at most 63 characters, starting and
 /// ending alphanumeric. Only constructible valid.
@@ -227,6 +235,10 @@ impl ClusterNames {
     pub fn exporter_queries_config_map(&self) -> String {
         self.derived("exporter-queries-config")
     }
+    /// Secret with the exporter role's password (the PGO family's `<c>-monitoring`).
+    pub fn exporter_secret(&self) -> String {
+        self.derived("monitoring")
+    }
     /// `<cluster>.<ns>.svc`-style host of a Service.
     pub fn service_host(&self, service: &str, namespace: &str) -> String {
         format!("{service}.{namespace}.svc")
@@ -273,6 +285,15 @@ pub fn instance_labels(cluster: &str, set: &str, instance: &str) -> BTreeMap<Str
     l.insert(LABEL_DATA.to_owned(), DATA_POSTGRES.to_owned());
     l.insert(LABEL_PATRONI.to_owned(), format!("{cluster}-ha"));
     l.insert(APP_COMPONENT.to_owned(), "database".to_owned());
+    l
+}
+
+/// Labels of the PgBouncer Deployment's pods (`tusk.rs/role=pgbouncer`, which users' affinity
+/// rules select on, as in the PGO family's examples).
+pub fn pgbouncer_labels(cluster: &str) -> BTreeMap<String, String> {
+    let mut l = cluster_labels(cluster);
+    l.insert(LABEL_ROLE.to_owned(), ROLE_PGBOUNCER.to_owned());
+    l.insert(APP_COMPONENT.to_owned(), "pgbouncer".to_owned());
     l
 }
 

@@ -13,11 +13,13 @@ use crate::types::*;
 
 mod backups;
 mod patroni;
+mod pgbouncer;
 mod users;
 
 use backups::{backups, data_source, standby};
 use patroni::patroni;
 pub use patroni::RESERVED_PARAMETERS;
+pub use pgbouncer::PGBOUNCER_MANAGED_SETTINGS;
 use users::users;
 
 /// One problem with a manifest: where and why.
@@ -512,6 +514,9 @@ fn service(errs: &mut Errors, path: &str, s: Option<&ServiceSpec>) -> ServiceSet
 
 fn pgbouncer(errs: &mut Errors, b: &PgBouncerSpec) -> PgBouncerSettings {
     let base = "spec.proxy.pgBouncer";
+    if let Some(config) = &b.config {
+        pgbouncer::pgbouncer_config(errs, base, config);
+    }
     let replicas = match b.replicas {
         None => 1,
         Some(r) if r >= 0 => r as u32,

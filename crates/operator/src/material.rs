@@ -72,7 +72,9 @@ impl Material {
             passwords: cluster
                 .users
                 .iter()
-                .map(|u| (u.name.to_string(), PLACEHOLDER.to_owned()))
+                .map(|u| u.name.to_string())
+                .chain(service_roles(cluster).into_iter().map(str::to_owned))
+                .map(|name| (name, PLACEHOLDER.to_owned()))
                 .collect(),
             tls: cluster.tls.custom_server.is_none().then(|| TlsMaterial {
                 ca_bundle_pem: PLACEHOLDER.to_owned(),
@@ -83,26 +85,47 @@ impl Material {
     }
 }
 
-/// Keeps existing passwords (`existing`: user -> password read from its Secret) and generates
-/// the missing ones.
+/// Keeps existing passwords (`existing`: role -> password read from its Secret) and generates
+/// the missing ones, for every user and every [`service_roles`] role.
 pub fn user_passwords(
     cluster: &ValidatedCluster,
     existing: &BTreeMap<String, String>,
     rng: &mut impl rand::CryptoRng,
 ) -> BTreeMap<String, String> {
-    cluster
+    let roles = cluster
         .users
         .iter()
-        .map(|u| {
-            let name = u.name.to_string();
+        .map(|u| (u.name.to_string(), u.password_type))
+        // Service roles' passwords end up in files (PgBouncer's auth_file) and URIs:
+        // alphanumeric needs no quoting anywhere.
+        .chain(
+            service_roles(cluster)
+                .into_iter()
+                .map(|r| (r.to_owned(), PasswordType::AlphaNumeric)),
+        );
+    roles
+        .map(|(name, kind)| {
             let password = existing
                 .get(&name)
                 .filter(|p| !p.is_empty())
                 .cloned()
-                .unwrap_or_else(|| generate_password(u.password_type, rng));
+                .unwrap_or_else(|| generate_password(kind, rng));
             (name, password)
         })
         .collect()
+}
+
+/// Roles Tusk itself logs in as and the spec turns on: PgBouncer's auth role and the
+/// exporter's. Their passwords live in `<c>-pgbouncer` / `<c>-monitoring` (key `password`).
+pub fn service_roles(cluster: &ValidatedCluster) -> Vec<&'static str> {
+    let mut roles = Vec::new();
+    if cluster.pgbouncer.is_some() {
+        roles.push(tusk_api::naming::PGBOUNCER_AUTH_USER);
+    }
+    if cluster.exporter.is_some() {
+        roles.push(tusk_api::naming::EXPORTER_USER);
+    }
+    roles
 }
 
 pub use tusk_pki::password::PASSWORD_LENGTH;

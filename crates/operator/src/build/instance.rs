@@ -37,6 +37,8 @@ pub struct InstanceContext<'a> {
     pub image: &'a str,
     /// [`super::patroni_config::config_hash`] of the cluster's Patroni configuration.
     pub config_hash: &'a str,
+    /// The exporter sidecar's image (used only when monitoring is on).
+    pub exporter_image: &'a str,
 }
 
 pub fn instance_statefulset(
@@ -92,6 +94,10 @@ fn instance_pod_template(
         ctx.config_hash.to_owned(),
     );
     let mut containers = vec![database_container(cluster, set, ctx)];
+    containers.extend(super::exporter::exporter_container(
+        cluster,
+        ctx.exporter_image,
+    ));
     containers.extend(set.containers.iter().cloned().map(with_restricted_defaults));
     PodTemplateSpec {
         metadata: Some(ObjectMeta {

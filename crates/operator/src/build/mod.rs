@@ -5,7 +5,7 @@
 //! cluster should have; the controller applies them with server-side apply and deletes the
 //! labelled objects it did not return (orphans).
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -20,10 +20,12 @@ use crate::images::Images;
 use crate::material::Material;
 use crate::plan::InstancePlan;
 
+pub mod exporter;
 pub mod instance;
 pub mod meta;
 pub mod patroni_config;
 pub mod pdb;
+pub mod pgbouncer;
 pub mod pod_security;
 pub mod rbac;
 pub mod secrets;
@@ -48,6 +50,7 @@ pub struct BuildInput<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Managed {
     StatefulSet(StatefulSet),
+    Deployment(Deployment),
     Service(Service),
     ConfigMap(ConfigMap),
     Secret(Secret),
@@ -62,6 +65,7 @@ macro_rules! managed_dispatch {
     ($self:ident, $o:ident => $e:expr) => {
         match $self {
             Managed::StatefulSet($o) => $e,
+            Managed::Deployment($o) => $e,
             Managed::Service($o) => $e,
             Managed::ConfigMap($o) => $e,
             Managed::Secret($o) => $e,
@@ -86,6 +90,7 @@ impl Managed {
     pub fn kind(&self) -> &'static str {
         match self {
             Managed::StatefulSet(_) => "StatefulSet",
+            Managed::Deployment(_) => "Deployment",
             Managed::Service(_) => "Service",
             Managed::ConfigMap(_) => "ConfigMap",
             Managed::Secret(_) => "Secret",
@@ -136,7 +141,8 @@ impl Managed {
             Managed::Service(_) => 5,
             Managed::PersistentVolumeClaim(_) => 6,
             Managed::StatefulSet(_) => 7,
-            Managed::PodDisruptionBudget(_) => 8,
+            Managed::Deployment(_) => 8,
+            Managed::PodDisruptionBudget(_) => 9,
         }
     }
 
@@ -149,12 +155,13 @@ impl Managed {
 /// first (RBAC, configuration, Secrets, Services, claims before the StatefulSets that mount
 /// them), then by name. The same input always gives the same list.
 ///
-/// Backups (pgBackRest), PgBouncer and the exporter are not built yet.
+/// Backups (pgBackRest) are not built yet.
 pub fn build(input: &BuildInput) -> Vec<Managed> {
     let cluster = input.cluster;
     let patroni_yaml = patroni_config::patroni_yaml(cluster);
     let config_hash = patroni_config::config_hash(&patroni_yaml);
     let image = input.images.database(cluster);
+    let exporter_image = input.images.exporter(cluster);
 
     let mut objects = vec![
         Managed::ServiceAccount(rbac::instance_service_account(cluster)),
@@ -173,6 +180,7 @@ pub fn build(input: &BuildInput) -> Vec<Managed> {
             .chain(secrets::certificate_secrets(cluster, input.material))
             .map(Managed::Secret),
     );
+    objects.extend(service_role_objects(input));
     for (set_name, instance) in input.plan.instances() {
         // The plan is made from this same cluster, so every planned set exists; a set that
         // does not (a stale plan) gets nothing rather than a guessed spec.
@@ -195,6 +203,7 @@ pub fn build(input: &BuildInput) -> Vec<Managed> {
                 instance,
                 image: &image,
                 config_hash: &config_hash,
+                exporter_image: &exporter_image,
             },
         )));
     }
@@ -206,5 +215,45 @@ pub fn build(input: &BuildInput) -> Vec<Managed> {
             .map(Managed::PodDisruptionBudget),
     );
     objects.sort_by(|a, b| (a.apply_rank(), a.name()).cmp(&(b.apply_rank(), b.name())));
+    objects
+}
+
+/// PgBouncer's objects and the exporter's ConfigMap and Secret, when the spec asks for them.
+///
+/// # Panics
+/// When `input.material` lacks the password of a service role the spec needs: `Material` is
+/// made for the same cluster and covers them (see [`crate::material::service_roles`]).
+fn service_role_objects(input: &BuildInput) -> Vec<Managed> {
+    let cluster = input.cluster;
+    let password = |role: &str| {
+        input
+            .material
+            .passwords
+            .get(role)
+            .unwrap_or_else(|| panic!("material has no password for {role}"))
+            .clone()
+    };
+    let mut objects = Vec::new();
+    if cluster.pgbouncer.is_some() {
+        let image = input.images.pgbouncer(cluster);
+        let auth_password = password(tusk_api::naming::PGBOUNCER_AUTH_USER);
+        if let Some((config_map, secret, deployment, service)) =
+            pgbouncer::pgbouncer_objects(cluster, &image, &auth_password)
+        {
+            objects.extend([
+                Managed::ConfigMap(config_map),
+                Managed::Secret(secret),
+                Managed::Deployment(deployment),
+                Managed::Service(service),
+            ]);
+        }
+    }
+    if cluster.exporter.is_some() {
+        let exporter_password = password(tusk_api::naming::EXPORTER_USER);
+        if let Some((config_map, secret)) = exporter::exporter_objects(cluster, &exporter_password)
+        {
+            objects.extend([Managed::ConfigMap(config_map), Managed::Secret(secret)]);
+        }
+    }
     objects
 }

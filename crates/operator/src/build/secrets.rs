@@ -57,7 +57,10 @@ pub fn user_secrets(cluster: &ValidatedCluster, material: &Material) -> Vec<Secr
 }
 
 /// `<c>-pguser-<user>`: `user password host port uri jdbc-uri`, plus `dbname` (and the
-/// database as the URIs' path) when the user has a database: its first one.
+/// database as the URIs' path) when the user has a database: its first one. With PgBouncer,
+/// also `pgbouncer-host pgbouncer-port pgbouncer-uri pgbouncer-jdbc-uri`; the JDBC URI turns
+/// off server-side prepared statements (`prepareThreshold=0`), which a transaction-pooling
+/// PgBouncer cannot keep on one server connection.
 pub fn user_secret(cluster: &ValidatedCluster, user: &UserSpec, password: &str) -> Secret {
     let host = cluster
         .names
@@ -87,6 +90,29 @@ pub fn user_secret(cluster: &ValidatedCluster, user: &UserSpec, password: &str) 
     ]);
     if let Some(db) = dbname {
         data.insert("dbname", db.clone());
+    }
+    if let Some(pgbouncer) = &cluster.pgbouncer {
+        let host = tusk_config::pgbouncer::kubernetes_host(cluster);
+        let port = pgbouncer.port;
+        data.insert("pgbouncer-host", host.clone());
+        data.insert("pgbouncer-port", port.to_string());
+        data.insert(
+            "pgbouncer-uri",
+            format!(
+                "postgresql://{}:{}@{host}:{port}{}",
+                encode(user.name.as_str()),
+                encode(password),
+                dbname.map(|_| format!("/{db_path}")).unwrap_or_default(),
+            ),
+        );
+        data.insert(
+            "pgbouncer-jdbc-uri",
+            format!(
+                "jdbc:postgresql://{host}:{port}/{db_path}?password={}&prepareThreshold=0&user={}",
+                encode(password),
+                encode(user.name.as_str()),
+            ),
+        );
     }
     let mut tusk_labels = cluster_labels(cluster.name());
     tusk_labels.insert(naming::LABEL_USER.to_owned(), user.name.to_string());

@@ -107,6 +107,7 @@ pub fn instance_pod_volumes(
         ..Volume::default()
     });
     volumes.extend(tls_volumes(cluster));
+    volumes.extend(super::exporter::exporter_volume(cluster));
     volumes.push(Volume {
         name: VOLUME_TMP.to_owned(),
         // The root filesystem is read-only; the socket directory and Patroni's scratch
