@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod controller;
+pub mod discovery;
 pub mod http;
 pub mod images;
 pub mod leader;
@@ -12,3 +13,19 @@ pub mod material;
 pub mod metrics;
 pub mod plan;
 pub mod run;
+
+/// The operator's version, stamped on the objects it writes (`tusk.rs/operator-version`) and
+/// logged at start: `TUSK_BUILD_VERSION` from the environment when set (so a packaged build,
+/// or an upgrade test, can name itself without a code change), else the value it had at build
+/// time, else the crate version.
+pub fn version() -> String {
+    std::env::var("TUSK_BUILD_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            option_env!("TUSK_BUILD_VERSION")
+                .filter(|v| !v.is_empty())
+                .unwrap_or(env!("CARGO_PKG_VERSION"))
+                .to_owned()
+        })
+}

@@ -3,26 +3,30 @@
 //! per watched namespace (or one for all) on `PostgresCluster`, owning the managed kinds
 //! through a label-selected watch. Stops on SIGTERM/SIGINT, releasing the lease.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
-use kube::core::DeserializeGuard;
+use kube::core::{ApiResource, DeserializeGuard};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, watch};
 use tusk_api::{naming, PostgresCluster};
 
+use crate::controller::dereference::managed_kinds;
 use crate::controller::{error_policy, reconcile, report_unparseable, Context, Error};
+use crate::discovery::{self, ServedKinds};
 use crate::http::{self, Health};
 use crate::images::Images;
 use crate::leader::{LeaderElector, LeaseConfig};
@@ -102,11 +106,6 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), RunError>
     let election = tokio::spawn(elector.run(leader_tx, shutdown.clone()));
     health.set_ready(true);
 
-    let mut ctx =
-        Context::with_leadership(client.clone(), Images::from_env(), metrics, leader.clone());
-    // The root CA lives beside the Lease, in the operator's own namespace.
-    ctx.operator_namespace = config.lease.namespace.clone();
-    let ctx = Arc::new(ctx);
     loop {
         tokio::select! {
             _ = until(leader.clone(), true) => {}
@@ -115,7 +114,21 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), RunError>
         if *shutdown.borrow() {
             break;
         }
-        tracing::info!(namespaces = ?config.namespaces, "leading: starting controllers");
+        // Asked again each term: a new leader may run against an upgraded server.
+        let Some(served) = discover_served(&client, &shutdown).await else {
+            break;
+        };
+        let mut ctx = Context::with_leadership(
+            client.clone(),
+            Images::from_env(),
+            metrics.clone(),
+            leader.clone(),
+        );
+        // The root CA lives beside the Lease, in the operator's own namespace.
+        ctx.operator_namespace = config.lease.namespace.clone();
+        ctx.served = served;
+        let ctx = Arc::new(ctx);
+        tracing::info!(namespaces = ?config.namespaces, version = %crate::version(), "leading: starting controllers");
         let scopes: Vec<Option<String>> = match &config.namespaces {
             Namespaces::All => vec![None],
             Namespaces::Only(list) => list.iter().cloned().map(Some).collect(),
@@ -129,14 +142,41 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), RunError>
                 stop_signal(shutdown.clone(), leader.clone()),
             )
         });
-        futures::future::join_all(controllers).await;
-        tracing::info!("controllers stopped");
+        // A Controller whose PostgresCluster watch never listed (CRD not installed yet) does
+        // not finish its graceful shutdown; a stop must not wait for it forever.
+        tokio::select! {
+            _ = futures::future::join_all(controllers) => tracing::info!("controllers stopped"),
+            _ = grace_after_stop(shutdown.clone(), leader.clone()) => tracing::warn!(
+                grace = ?STOP_GRACE,
+                "controllers did not stop in time: abandoning them"
+            ),
+        }
     }
     let _ = election.await;
     server
         .await
         .map_err(|e| RunError::ServeHttp(std::io::Error::other(e)))?
         .map_err(RunError::ServeHttp)
+}
+
+/// Which managed kinds the server serves, retried until it answers (or shutdown: `None`).
+async fn discover_served(client: &Client, shutdown: &watch::Receiver<bool>) -> Option<ServedKinds> {
+    loop {
+        match discovery::discover(client, &managed_kinds()).await {
+            Ok(served) => {
+                let missing = served.missing_descriptions();
+                if !missing.is_empty() {
+                    tracing::warn!(?missing, "the API server does not serve some managed kinds");
+                }
+                return Some(served);
+            }
+            Err(error) => tracing::warn!(%error, "discovering the served APIs; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = until(shutdown.clone(), true) => return None,
+        }
+    }
 }
 
 /// One Controller over `scope` (a namespace, or all), until `stop` completes.
@@ -160,16 +200,30 @@ async fn run_controller(
     // does not grow with unrelated Secrets and ConfigMaps in watched namespaces.
     let owned = watcher::Config::default().labels(naming::LABEL_CLUSTER);
     let clusters: Api<DeserializeGuard<PostgresCluster>> = api(&client, &scope);
+    let served = ctx.served.clone();
     Controller::new(clusters, watcher::Config::default())
-        .owns(api::<StatefulSet>(&client, &scope), owned.clone())
-        .owns(api::<Service>(&client, &scope), owned.clone())
-        .owns(api::<ConfigMap>(&client, &scope), owned.clone())
-        .owns(api::<Secret>(&client, &scope), owned.clone())
-        .owns(api::<ServiceAccount>(&client, &scope), owned.clone())
-        .owns(api::<Role>(&client, &scope), owned.clone())
-        .owns(api::<RoleBinding>(&client, &scope), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
-        .owns(api::<PersistentVolumeClaim>(&client, &scope), owned)
+        .owns_if_served(api::<StatefulSet>(&client, &scope), owned.clone(), &served)
+        .owns_if_served(api::<Deployment>(&client, &scope), owned.clone(), &served)
+        .owns_if_served(api::<Service>(&client, &scope), owned.clone(), &served)
+        .owns_if_served(api::<ConfigMap>(&client, &scope), owned.clone(), &served)
+        .owns_if_served(api::<Secret>(&client, &scope), owned.clone(), &served)
+        .owns_if_served(
+            api::<ServiceAccount>(&client, &scope),
+            owned.clone(),
+            &served,
+        )
+        .owns_if_served(api::<Role>(&client, &scope), owned.clone(), &served)
+        .owns_if_served(api::<RoleBinding>(&client, &scope), owned.clone(), &served)
+        .owns_if_served(
+            api::<PodDisruptionBudget>(&client, &scope),
+            owned.clone(),
+            &served,
+        )
+        .owns_if_served(
+            api::<PersistentVolumeClaim>(&client, &scope),
+            owned,
+            &served,
+        )
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile_guarded, error_policy_guarded, ctx)
@@ -180,6 +234,30 @@ async fn run_controller(
             }
         })
         .await;
+}
+
+/// `Controller::owns` for a kind the server serves; a watch on a kind it does not serve would
+/// fail (404) and retry forever, so that kind is left out (and reported by the reconcile).
+trait OwnsIfServed: Sized {
+    fn owns_if_served<K>(self, api: Api<K>, config: watcher::Config, served: &ServedKinds) -> Self
+    where
+        K: Clone + Resource<DynamicType = ()> + DeserializeOwned + Debug + Send + 'static;
+}
+
+impl OwnsIfServed for Controller<DeserializeGuard<PostgresCluster>> {
+    fn owns_if_served<K>(self, api: Api<K>, config: watcher::Config, served: &ServedKinds) -> Self
+    where
+        K: Clone + Resource<DynamicType = ()> + DeserializeOwned + Debug + Send + 'static,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        if served.serves(&resource) {
+            self.owns(api, config)
+        } else {
+            tracing::warn!(kind = %resource.kind, api_version = %resource.api_version,
+                "the API server does not serve this kind: not watching it");
+            self
+        }
+    }
 }
 
 /// A PostgresCluster that does not even parse is reported (Event, log, metric) instead of
@@ -206,6 +284,18 @@ fn error_policy_guarded(
         Ok(cluster) => error_policy(Arc::new(cluster.clone()), error, ctx),
         Err(_) => Action::await_change(),
     }
+}
+
+/// How long controllers may take to finish their reconciles after a stop.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Completes [`STOP_GRACE`] after shutdown or the loss of leadership.
+async fn grace_after_stop(shutdown: watch::Receiver<bool>, leader: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = until(shutdown, true) => {}
+        _ = until(leader, false) => {}
+    }
+    tokio::time::sleep(STOP_GRACE).await;
 }
 
 /// Completes when `rx` holds `value` (or its sender is gone).

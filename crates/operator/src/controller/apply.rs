@@ -5,8 +5,11 @@
 //! An object is sent only when it differs from what exists: the live object must contain every
 //! field Tusk sets with the same value (defaulted extras are ignored, so API-server defaults
 //! never cause a write) and carry the hash of the last applied form (so a field Tusk stopped
-//! setting is removed by the next apply). Whether an apply created, updated or left an object
-//! unchanged is told from its resourceVersion before and after. Holds the client.
+//! setting is removed by the next apply). The operator's version annotation is written with
+//! every apply but never compared, so upgrading the operator alone writes nothing. Objects of
+//! kinds the server does not serve are skipped and returned. Whether an apply created, updated
+//! or left an object unchanged is told from its resourceVersion before and after. Holds the
+//! client.
 
 use std::collections::BTreeSet;
 
@@ -15,6 +18,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::Resource as _;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
 use kube::Client;
 use serde_json::Value;
 use tusk_api::naming;
@@ -22,6 +26,7 @@ use tusk_api::naming;
 use super::dereference::{ObjectKey, Observed};
 use super::error::ApplyError;
 use crate::build::Managed;
+use crate::discovery::ServedKinds;
 
 /// What an apply did to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +45,17 @@ pub struct Changed {
     pub name: String,
 }
 
-/// Applies `desired` and deletes orphans (and `removed_instances`' StatefulSets). Returns the
-/// objects that changed, in order.
+/// What one apply did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Objects that changed, in order.
+    pub changed: Vec<Changed>,
+    /// `(kind, name)` of built objects whose kind the server does not serve: not written.
+    pub not_served: Vec<ObjectKey>,
+}
+
+/// Applies `desired` (of the kinds in `served`) and deletes orphans (and
+/// `removed_instances`' StatefulSets).
 pub async fn apply(
     client: &Client,
     namespace: &str,
@@ -49,22 +63,30 @@ pub async fn apply(
     desired: &[Managed],
     removed_instances: &[String],
     observed: &Observed,
-) -> Result<Vec<Changed>, ApplyError> {
+    served: &ServedKinds,
+) -> Result<Applied, ApplyError> {
     let mut changed = Vec::new();
+    let mut not_served = Vec::new();
     let mut wanted: BTreeSet<ObjectKey> = BTreeSet::new();
+    let version = crate::version();
     for object in desired {
         let kind = object.kind().to_owned();
         let name = object.name().to_owned();
+        let resource = object.api_resource();
+        if !served.serves(&resource) {
+            not_served.push((kind, name));
+            continue;
+        }
         wanted.insert((kind.clone(), name.clone()));
-        let body = applied_form(object, namespace, owner);
+        let mut body = applied_form(object, namespace, owner);
         let before = observed.objects.get(&(kind.clone(), name.clone()));
-        if let Some((_, live)) = before {
-            let live = serde_json::to_value(live).unwrap_or_default();
-            if is_subset(&body, &live) {
+        if let Some((listed_as, live)) = before {
+            if is_subset(&body, &live_json(listed_as, live)) {
                 continue;
             }
         }
-        let resource = object.api_resource();
+        body["metadata"]["annotations"][naming::ANNOTATION_OPERATOR_VERSION] =
+            Value::String(version.clone());
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
         let params = PatchParams::apply(naming::FIELD_MANAGER).force();
         let after = api
@@ -121,7 +143,25 @@ pub async fn apply(
             }
         }
     }
-    Ok(changed)
+    Ok(Applied {
+        changed,
+        not_served,
+    })
+}
+
+/// The live object as JSON, with the `apiVersion` and `kind` it was listed as: a real API
+/// server leaves both out of the items of a list, and without them no object would ever
+/// match what the build wants (every reconcile would re-apply everything).
+fn live_json(listed_as: &ApiResource, live: &DynamicObject) -> Value {
+    let mut json = serde_json::to_value(live).unwrap_or_default();
+    if let Value::Object(map) = &mut json {
+        map.insert(
+            "apiVersion".into(),
+            Value::String(listed_as.api_version.clone()),
+        );
+        map.insert("kind".into(), Value::String(listed_as.kind.clone()));
+    }
+    json
 }
 
 /// An object Tusk made for this cluster and no longer wants. Objects that are not owned by
@@ -229,6 +269,26 @@ mod tests {
         ));
         assert!(!is_subset(&desired, &json!({"spec": {"ports": []}})));
         assert!(!is_subset(&desired, &json!({"spec": {}})));
+    }
+
+    #[test]
+    fn a_listed_object_without_type_fields_still_matches() {
+        use k8s_openapi::api::core::v1::Service;
+        // What a real server returns in a list: items without apiVersion and kind.
+        let live: DynamicObject = serde_json::from_value(json!({
+            "metadata": {"name": "hippo-primary", "annotations": {"tusk.rs/operator-version": "0.0.1"}},
+            "spec": {"ports": [{"port": 5432, "protocol": "TCP"}], "type": "ClusterIP"}
+        }))
+        .unwrap();
+        let desired = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "hippo-primary"},
+            "spec": {"ports": [{"port": 5432}]}
+        });
+        let listed_as = ApiResource::erase::<Service>(&());
+        assert!(is_subset(&desired, &live_json(&listed_as, &live)));
+        let secret = ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&());
+        assert!(!is_subset(&desired, &live_json(&secret, &live)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
@@ -18,6 +18,7 @@ use tusk_api::naming;
 
 use super::error::DereferenceError;
 use crate::build::secrets::{TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+use crate::discovery::ServedKinds;
 use crate::material::{CertPair, ExistingTls};
 use crate::plan::ObservedInstance;
 
@@ -29,6 +30,7 @@ pub type ObjectKey = (String, String);
 pub fn managed_kinds() -> Vec<ApiResource> {
     vec![
         ApiResource::erase::<StatefulSet>(&()),
+        ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<Service>(&()),
         ApiResource::erase::<ConfigMap>(&()),
         ApiResource::erase::<Secret>(&()),
@@ -64,15 +66,27 @@ impl Observed {
     }
 }
 
-/// Lists everything labelled for `cluster` in `namespace`.
+/// Lists everything labelled for `cluster` in `namespace`, on a server that serves every
+/// managed kind.
 pub async fn dereference(
     client: &Client,
     namespace: &str,
     cluster: &str,
 ) -> Result<Observed, DereferenceError> {
+    dereference_served(client, namespace, cluster, &ServedKinds::all()).await
+}
+
+/// Lists everything labelled for `cluster` in `namespace`, of the kinds the server serves (a
+/// kind it does not serve has no objects to find, and listing it would fail with a 404).
+pub async fn dereference_served(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    served: &ServedKinds,
+) -> Result<Observed, DereferenceError> {
     let selector = ListParams::default().labels(&naming::cluster_selector(cluster));
     let mut observed = Observed::default();
-    for resource in managed_kinds() {
+    for resource in managed_kinds().into_iter().filter(|r| served.serves(r)) {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
         let list = api
             .list(&selector)
@@ -117,6 +131,15 @@ pub async fn dereference(
             server: cert_pair(&observed.objects, &names.cluster_cert_secret()),
             replication: cert_pair(&observed.objects, &names.replication_cert_secret()),
         };
+        // Service roles keep their passwords in the Secrets of what uses them.
+        for (role, secret) in [
+            (naming::PGBOUNCER_AUTH_USER, names.pgbouncer()),
+            (naming::EXPORTER_USER, names.exporter_secret()),
+        ] {
+            if let Some(password) = secret_text(&observed.objects, &secret, "password") {
+                observed.passwords.insert(role.to_owned(), password);
+            }
+        }
     }
     Ok(observed)
 }
@@ -169,6 +192,17 @@ fn cert_pair(
         cert_pem: text(TLS_CERT_KEY)?,
         key_pem: text(TLS_PRIVATE_KEY_KEY)?,
     })
+}
+
+/// The text under `key` in Secret `name`, when there.
+fn secret_text(
+    objects: &BTreeMap<ObjectKey, (ApiResource, DynamicObject)>,
+    name: &str,
+    key: &str,
+) -> Option<String> {
+    let (_, object) = objects.get(&(Secret::KIND.to_owned(), name.to_owned()))?;
+    let secret: Secret = serde_json::from_value(serde_json::to_value(object).ok()?).ok()?;
+    String::from_utf8(secret.data?.get(key)?.0.clone()).ok()
 }
 
 /// `user -> password` from Secrets labelled with the user they belong to.

@@ -28,6 +28,7 @@ use self::dereference::Observed;
 pub use self::error::Error;
 use self::status::Outcome;
 use crate::build::{build, BuildInput};
+use crate::discovery::ServedKinds;
 use crate::images::Images;
 use crate::material::{tls_material, user_passwords, Material};
 use crate::metrics::Metrics;
@@ -55,6 +56,8 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     /// Where the root CA Secret `tusk-root-cacert` lives (the operator's own namespace).
     pub operator_namespace: String,
+    /// Managed kinds the API server serves; the others are skipped and reported.
+    pub served: ServedKinds,
 }
 
 impl Context {
@@ -80,6 +83,7 @@ impl Context {
             metrics,
             leader,
             operator_namespace: DEFAULT_OPERATOR_NAMESPACE.to_owned(),
+            served: ServedKinds::all(),
         }
     }
 }
@@ -126,7 +130,8 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     let current = cluster.status.clone().unwrap_or_default();
     let generation = cluster.metadata.generation;
 
-    let observed = dereference::dereference(&ctx.client, namespace, name).await?;
+    let observed =
+        dereference::dereference_served(&ctx.client, namespace, name, &ctx.served).await?;
     let validated = tusk_api::validate(cluster).map_err(Error::InvalidSpec)?;
     if validated.paused {
         let next = status::next_status(&current, generation, &Outcome::Paused, status::now());
@@ -143,23 +148,28 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         material: &material,
     });
     let owner = cluster.controller_owner_ref(&());
-    let changed = apply::apply(
+    let applied = apply::apply(
         &ctx.client,
         namespace,
         owner.as_ref(),
         &desired,
         &plan.removed,
         &observed,
+        &ctx.served,
     )
     .await?;
-    publish_changes(cluster, ctx, &changed).await;
+    publish_changes(cluster, ctx, &applied.changed).await;
 
     let outcome = Outcome::Applied {
         desired: validated.desired_instances(),
         primary: observed.primary.clone(),
         statefulsets: status::list_statefulsets(&ctx.client, namespace, name).await?,
+        not_served: not_served_message(&ctx.served, &applied.not_served),
     };
     let next = status::next_status(&current, generation, &outcome, status::now());
+    if status::newly_not_served(&current, &next) {
+        publish_not_served(cluster, ctx, &next).await;
+    }
     status::patch_status(&ctx.client, cluster, &current, &next).await?;
     let settled = next.phase.as_deref() == Some("Running");
     Ok(Action::requeue(if settled {
@@ -214,6 +224,47 @@ async fn publish_changes(cluster: &PostgresCluster, ctx: &Context, changed: &[Ch
         };
         publish(cluster, ctx, &event).await;
     }
+}
+
+/// What the reconcile could not create because the server lacks the API, for the `Degraded`
+/// condition and the Warning Event; `None` when everything was applied.
+fn not_served_message(
+    served: &ServedKinds,
+    not_served: &[dereference::ObjectKey],
+) -> Option<String> {
+    if not_served.is_empty() {
+        return None;
+    }
+    let objects: Vec<String> = not_served
+        .iter()
+        .map(|(kind, name)| format!("{kind} {name}"))
+        .collect();
+    Some(format!(
+        "the API server does not serve {}: not created: {}; everything else is applied",
+        served.missing_descriptions().join(", "),
+        objects.join(", ")
+    ))
+}
+
+/// One Warning Event when the set of objects skipped for a missing API changes (not on every
+/// resync: the condition carries the standing state).
+async fn publish_not_served(
+    cluster: &PostgresCluster,
+    ctx: &Context,
+    next: &tusk_api::types::PostgresClusterStatus,
+) {
+    let Some(message) = status::not_served_message(next) else {
+        return;
+    };
+    tracing::warn!(%message, "skipping kinds the API server does not serve");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: status::REASON_API_NOT_SERVED.into(),
+        note: Some(truncate(&message, 1000)),
+        action: "Apply".into(),
+        secondary: None,
+    };
+    publish(cluster, ctx, &event).await;
 }
 
 /// A Warning Event and the `Degraded` condition for a failed reconcile.

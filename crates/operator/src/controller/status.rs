@@ -18,15 +18,19 @@ use super::error::StatusError;
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// `Degraded` reason (and Warning Event reason) when the server lacks an API for some objects.
+pub const REASON_API_NOT_SERVED: &str = "APINotServed";
 
 /// How the reconcile ended, as far as the status is concerned.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    /// Objects applied. `desired` instances in total, `primary` as Patroni labelled it.
+    /// Objects applied. `desired` instances in total, `primary` as Patroni labelled it;
+    /// `not_served` says which objects were skipped because the server lacks their API.
     Applied {
         desired: u32,
         primary: Option<String>,
         statefulsets: Vec<StatefulSet>,
+        not_served: Option<String>,
     },
     /// `spec.paused`: nothing was touched.
     Paused,
@@ -91,6 +95,7 @@ pub fn next_status(
             desired,
             primary,
             statefulsets,
+            not_served,
         } => {
             let instances = instance_sets(statefulsets);
             let ready: i32 = instances.iter().map(|s| s.ready_replicas).sum();
@@ -125,12 +130,15 @@ pub fn next_status(
                     format!("{updated}/{desired} instances updated, {ready} ready"),
                 );
             }
-            set(
-                DEGRADED,
-                false,
-                "ReconcileSucceeded",
-                "every object is applied".into(),
-            );
+            match not_served {
+                Some(message) => set(DEGRADED, true, REASON_API_NOT_SERVED, message.clone()),
+                None => set(
+                    DEGRADED,
+                    false,
+                    "ReconcileSucceeded",
+                    "every object is applied".into(),
+                ),
+            }
             status.phase = Some(
                 if desired == 0 {
                     "Shutdown"
@@ -148,6 +156,22 @@ pub fn next_status(
         }
     }
     status
+}
+
+/// The message of a `Degraded` condition caused by a missing API, if that is the state.
+pub fn not_served_message(status: &PostgresClusterStatus) -> Option<String> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == DEGRADED && c.reason == REASON_API_NOT_SERVED && c.status == "True")
+        .map(|c| c.message.clone())
+}
+
+/// `next` reports objects skipped for a missing API and `current` did not report the same:
+/// the moment for one Warning Event.
+pub fn newly_not_served(current: &PostgresClusterStatus, next: &PostgresClusterStatus) -> bool {
+    let now = not_served_message(next);
+    now.is_some() && now != not_served_message(current)
 }
 
 /// Counts per instance set, from each StatefulSet's own status.
@@ -277,6 +301,7 @@ mod tests {
             desired: 0,
             primary: None,
             statefulsets: vec![],
+            not_served: None,
         };
         let healed = next_status(&again, Some(3), &fixed, at(300));
         let degraded = condition(&healed, DEGRADED);
@@ -295,6 +320,7 @@ mod tests {
             desired: 3,
             primary: Some("hippo-instance1-abcd".into()),
             statefulsets: vec![sts],
+            not_served: None,
         };
         let s = next_status(&Default::default(), Some(1), &outcome, at(1));
         assert_eq!(s.ready_instances.as_deref(), Some("1/3"));
@@ -302,5 +328,33 @@ mod tests {
         assert_eq!(condition(&s, READY).status, "False");
         assert_eq!(condition(&s, PROGRESSING).status, "True");
         assert_eq!(s.phase.as_deref(), Some("Progressing"));
+    }
+
+    #[test]
+    fn a_missing_api_degrades_once_and_clears_when_served() {
+        let skipped = Outcome::Applied {
+            desired: 0,
+            primary: None,
+            statefulsets: vec![],
+            not_served: Some("the API server does not serve PodDisruptionBudget".into()),
+        };
+        let first = next_status(&Default::default(), Some(1), &skipped, at(1));
+        assert_eq!(condition(&first, DEGRADED).status, "True");
+        assert_eq!(condition(&first, DEGRADED).reason, REASON_API_NOT_SERVED);
+        assert!(newly_not_served(&Default::default(), &first));
+        let again = next_status(&first, Some(1), &skipped, at(2));
+        assert!(
+            !newly_not_served(&first, &again),
+            "one Event, not one per resync"
+        );
+        let served = Outcome::Applied {
+            desired: 0,
+            primary: None,
+            statefulsets: vec![],
+            not_served: None,
+        };
+        let healed = next_status(&again, Some(1), &served, at(3));
+        assert_eq!(condition(&healed, DEGRADED).status, "False");
+        assert_eq!(not_served_message(&healed), None);
     }
 }
