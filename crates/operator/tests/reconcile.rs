@@ -232,6 +232,15 @@ async fn create_makes_every_built_object_owned_by_the_cluster() {
     );
     let status = h.cluster().await.status.unwrap();
     assert_eq!(status.ready_instances.as_deref(), Some("0/2"));
+    let metrics = h.ctx.metrics.render();
+    assert!(
+        metrics.contains(r#"tusk_cluster_instances_desired{pg_cluster="db/hippo"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tusk_cluster_instances_ready{pg_cluster="db/hippo"} 0"#),
+        "{metrics}"
+    );
     let created = h
         .events()
         .await

@@ -31,7 +31,7 @@ use crate::build::{build, BuildInput};
 use crate::discovery::ServedKinds;
 use crate::images::Images;
 use crate::material::{tls_material, user_passwords, Material};
-use crate::metrics::Metrics;
+use crate::metrics::{ClusterObservation, Metrics};
 use crate::plan::plan_instances;
 
 /// Name the operator reports Events and leases under.
@@ -167,6 +167,18 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         not_served: not_served_message(&ctx.served, &applied.not_served),
     };
     let next = status::next_status(&current, generation, &outcome, status::now());
+    ctx.metrics.observe_cluster(&ClusterObservation {
+        namespace,
+        name,
+        instances_desired: validated.desired_instances(),
+        instances_ready: next
+            .instances
+            .iter()
+            .map(|set| set.ready_replicas.max(0) as u32)
+            .sum(),
+        primary: observed.primary.as_deref(),
+        last_backup_unix: None,
+    });
     if status::newly_not_served(&current, &next) {
         publish_not_served(cluster, ctx, &next).await;
     }
