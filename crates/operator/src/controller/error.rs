@@ -14,6 +14,12 @@ pub enum DereferenceError {
         #[source]
         source: kube::Error,
     },
+    #[error("reading Secret {name}: {source}")]
+    ReadSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Writing the built objects (`apply`).
@@ -90,6 +96,9 @@ pub enum Error {
     MissingMetadata(&'static str),
     #[error("invalid spec: {0}")]
     InvalidSpec(ValidationErrors),
+    /// `spec.customTLSSecret` / `customReplicationTLSSecret` name Secrets that cannot work.
+    #[error("unusable custom TLS certificates: {0}")]
+    InvalidCustomTls(ValidationErrors),
     #[error(transparent)]
     Dereference(#[from] DereferenceError),
     #[error(transparent)]
@@ -106,7 +115,9 @@ impl Error {
         match self {
             Error::MissingMetadata(_) => "MissingMetadata",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidCustomTls(_) => "InvalidCustomTLS",
             Error::Dereference(DereferenceError::ListObjects { .. }) => "ListObjectsFailed",
+            Error::Dereference(DereferenceError::ReadSecret { .. }) => "ReadSecretFailed",
             Error::RootCa(RootCaError::IssueLeaf { .. }) => "IssueCertificateFailed",
             Error::RootCa(_) => "RootCertificateAuthorityFailed",
             Error::Apply(ApplyError::ApplyObject { .. }) => "ApplyObjectFailed",

@@ -1,12 +1,14 @@
 //! The reconcile of one `PostgresCluster`, as a pipeline you can read top to bottom:
 //!
-//! dereference -> validate -> plan -> material -> build (pure) -> apply -> status
+//! dereference -> validate -> custom TLS -> plan -> material -> build (pure) -> apply -> status
 //!
-//! Only `dereference`, `apply` and `status` hold the client. An invalid spec or `spec.paused`
-//! stops the pipeline before anything is written except the cluster's status. Every change to
+//! Only `dereference` (with `custom_tls`'s read), `apply` and `status` hold the client. An
+//! invalid spec, unusable custom TLS Secrets or `spec.paused` stop the pipeline before
+//! anything is written except the cluster's status. Every change to
 //! an object and every error becomes an Event on the cluster (never with secret values).
 
 pub mod apply;
+pub mod custom_tls;
 pub mod dereference;
 pub mod error;
 pub mod root_ca;
@@ -21,7 +23,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tokio::sync::watch;
-use tusk_api::{PostgresCluster, ValidatedCluster};
+use tusk_api::{PostgresCluster, ValidatedCluster, ValidationErrors};
 
 use self::apply::{Change, Changed};
 use self::dereference::Observed;
@@ -105,6 +107,9 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
             match error {
                 // Retrying cannot fix a spec; the next edit of it triggers a reconcile.
                 Error::InvalidSpec(_) => Ok(Action::await_change()),
+                // The fix is an edit of the user's Secrets, which the controller does not
+                // watch (it owns none of them): look again on the resync period.
+                Error::InvalidCustomTls(_) => Ok(Action::requeue(RESYNC)),
                 other => Err(other),
             }
         }
@@ -137,6 +142,15 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         let next = status::next_status(&current, generation, &Outcome::Paused, status::now());
         status::patch_status(&ctx.client, cluster, &current, &next).await?;
         return Ok(Action::await_change());
+    }
+    if let Some(secrets) =
+        custom_tls::read_custom_tls(&ctx.client, namespace, &validated.tls).await?
+    {
+        let findings = custom_tls::check_custom_tls(&validated, &secrets);
+        if !findings.errors.is_empty() {
+            return Err(Error::InvalidCustomTls(ValidationErrors(findings.errors)));
+        }
+        publish_custom_tls_warnings(cluster, ctx, &findings.warnings).await;
     }
     let plan = plan_instances(&validated, &observed.instances, &mut rand::rng());
     let root_ca = root_ca::ensure_root_ca(&ctx.client, &ctx.operator_namespace).await?;
@@ -279,6 +293,26 @@ async fn publish_not_served(
     publish(cluster, ctx, &event).await;
 }
 
+/// One Warning Event per doubt about custom certificates that does not stop the reconcile
+/// (the Recorder folds repeats into one Event series).
+async fn publish_custom_tls_warnings(
+    cluster: &PostgresCluster,
+    ctx: &Context,
+    warnings: &[String],
+) {
+    for warning in warnings {
+        tracing::warn!(%warning, "custom TLS certificate");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "CustomTLSWarning".into(),
+            note: Some(truncate(warning, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        publish(cluster, ctx, &event).await;
+    }
+}
+
 /// A Warning Event and the `Degraded` condition for a failed reconcile.
 async fn report_failure(cluster: &PostgresCluster, ctx: &Context, error: &Error) {
     tracing::warn!(reason = error.reason(), error = %error, "reconcile failed");
@@ -292,6 +326,10 @@ async fn report_failure(cluster: &PostgresCluster, ctx: &Context, error: &Error)
     publish(cluster, ctx, &event).await;
     let outcome = match error {
         Error::InvalidSpec(errors) => Outcome::InvalidSpec {
+            message: errors.to_string(),
+        },
+        Error::InvalidCustomTls(errors) => Outcome::Failed {
+            reason: error.reason().into(),
             message: errors.to_string(),
         },
         other => Outcome::Failed {
