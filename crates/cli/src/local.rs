@@ -1,6 +1,8 @@
 //! `tusk local ...`: runs a PostgresCluster manifest as local processes through the
-//! `tusk_local` runtime. Argument parsing and printing only.
+//! `tusk_local` runtime. Argument parsing and printing only (`psql` replaces this process
+//! with the real psql).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,7 +95,32 @@ enum LocalCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the keys of the Kubernetes `<cluster>-pguser-<USER>` Secret: user password
+    /// verifier dbname host port uri jdbc-uri.
+    Secret {
+        #[command(flatten)]
+        target: Target,
+        /// A user of spec.users.
+        user: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Run psql on the primary: the superuser over its Unix socket, or `--user U` with its
+    /// password over TLS (verify-full). Arguments after `--` go to psql.
+    Psql {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(last = true)]
+        psql_args: Vec<OsString>,
+    },
 }
+
+/// The Secret's keys in the order the Kubernetes documentation lists them.
+const SECRET_KEYS: [&str; 8] = [
+    "user", "password", "verifier", "dbname", "host", "port", "uri", "jdbc-uri",
+];
 
 fn progress(line: &str) {
     eprintln!("==> {line}");
@@ -143,5 +170,38 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             crate::print_stdout(&tusk_local::logs(&target.layout()?, member.as_deref())?)
         }
         LocalCommand::Ca { target } => crate::print_stdout(&tusk_local::ca_pem(&target.layout()?)?),
+        LocalCommand::Secret {
+            target,
+            user,
+            output,
+        } => {
+            let secret = tusk_local::secret(&target.layout()?, &user)?;
+            let text = match output {
+                Output::Json => secret.to_json() + "\n",
+                Output::Table => {
+                    let map = secret.to_map();
+                    SECRET_KEYS
+                        .iter()
+                        .filter_map(|key| map.get(key).map(|value| format!("{key:<9} {value}\n")))
+                        .collect()
+                }
+            };
+            crate::print_stdout(&text)
+        }
+        LocalCommand::Psql {
+            target,
+            user,
+            psql_args,
+        } => {
+            use std::os::unix::process::CommandExt;
+            let mut command =
+                tusk_local::psql_command(&target.layout()?, user.as_deref(), &psql_args)?;
+            // exec: psql owns the terminal and its exit status is ours.
+            let error = command.exec();
+            Err(anyhow::anyhow!(
+                "running {:?}: {error}",
+                command.get_program()
+            ))
+        }
     }
 }

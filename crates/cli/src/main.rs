@@ -34,7 +34,7 @@ enum Command {
         file: PathBuf,
     },
     /// Run a manifest as local processes: etcd, Patroni + PostgreSQL per instance on
-    /// loopback addresses (up, status, down, switchover, logs, ca).
+    /// loopback addresses (up, status, down, switchover, logs, ca, secret, psql).
     Local(local::LocalArgs),
 }
 

@@ -62,6 +62,16 @@ pub enum Error {
     /// A helper command (psql, pgbackrest) ran and failed.
     #[error("{what} failed: {output}")]
     Command { what: String, output: String },
+    /// Bringing SQL state in line with a manifest field failed (`spec.users`,
+    /// `spec.databaseInitSQL`); the cluster itself keeps running.
+    #[error("{field}: {source}")]
+    Sql {
+        field: &'static str,
+        source: crate::sql::SqlError,
+    },
+    /// A user named on the command line is not in `spec.users`.
+    #[error("no user named {name:?} in spec.users (users: {known})")]
+    UnknownUser { name: String, known: String },
     /// A member named on the command line does not exist.
     #[error("no member named {name:?} (members: {known})")]
     UnknownMember { name: String, known: String },

@@ -1,10 +1,13 @@
 //! What the running cluster looks like and waiting for it to reach a shape: a leader, every
 //! other member streaming from it, a given member leading. Reads Patroni's REST API and the
-//! leader's `pg_stat_replication`; changes nothing.
+//! leader's `pg_stat_replication`; changes the cluster only through the Patroni calls the
+//! waits wrap (`restart`, `switchover`, and the temporary `synchronous_node_count` a
+//! switchover to a non-synchronous member needs).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use tusk_api::ValidatedCluster;
 
 use crate::error::{Error, Result};
@@ -101,6 +104,65 @@ impl Waiter<'_> {
     /// Until some member leads and every other recorded member streams from it; reports each
     /// member as it starts streaming. Returns the leader's name.
     pub fn ready(&self, progress: &mut dyn FnMut(&str)) -> Result<String> {
+        self.ready_within(self.limit, progress)
+    }
+
+    /// [`Self::ready`], restarting (once each) the Patroni of a replica that runs but stays
+    /// off the leader's `pg_stat_replication` for a while. Why: after a crash, Patroni
+    /// archives the old primary's `.ready` WAL before rewinding it, so the shared repository
+    /// can hold old-timeline WAL past the fork point; another replica may restore and replay
+    /// it and then wait forever ("requested start point ... is ahead of the upstream
+    /// server's flush position"). Patroni checks for diverged timelines when it starts, and
+    /// runs pg_rewind. A member being cloned or starting is not `running`, so never touched.
+    pub fn ready_healing(
+        &self,
+        ctx: &crate::members::Context,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<String> {
+        let grace = Duration::from_secs(u64::from(self.cluster.patroni.leader_lease_seconds) + 15);
+        let start = Instant::now();
+        let mut restarted: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let bound = grace.min(self.limit.saturating_sub(start.elapsed()));
+            match self.ready_within(bound, progress) {
+                Ok(leader) => return Ok(leader),
+                Err(e) if start.elapsed() >= self.limit => return Err(e),
+                Err(_) => {
+                    for name in self.stuck_replicas() {
+                        if restarted.insert(name.clone()) {
+                            progress(&format!(
+                                "{name} runs but does not stream; restarting its Patroni so it checks for a diverged timeline"
+                            ));
+                            crate::members::stop(self.layout, &name);
+                            crate::members::start(ctx, self.state.member(&name)?)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replicas Patroni reports `running` that do not stream from the agreed leader.
+    fn stuck_replicas(&self) -> Vec<String> {
+        let Some(leader) = agreed_leader(self.api, self.state) else {
+            return Vec::new();
+        };
+        let Ok(streaming) = streaming_members(self.cluster, self.layout, &leader) else {
+            return Vec::new();
+        };
+        cluster_view(self.api, self.state)
+            .map(|v| {
+                v.members
+                    .into_iter()
+                    .filter(|m| !m.is_leader() && m.state == "running")
+                    .filter(|m| !streaming.contains(&m.name))
+                    .map(|m| m.name)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn ready_within(&self, limit: Duration, progress: &mut dyn FnMut(&str)) -> Result<String> {
         let start = Instant::now();
         let mut reported: BTreeSet<String> = BTreeSet::new();
         loop {
@@ -127,7 +189,7 @@ impl Waiter<'_> {
                     return Ok(leader);
                 }
             }
-            if start.elapsed() > self.limit {
+            if start.elapsed() > limit {
                 let what = match &missing {
                     Some(m) => format!("{m} to stream from the leader"),
                     None => "a leader".into(),
@@ -203,8 +265,12 @@ impl Waiter<'_> {
     /// still catching up), bounded by the wait limit.
     pub fn switchover(&self, leader: &str, candidate: Option<&str>) -> Result<()> {
         let host = self.state.host(self.state.member(leader)?);
+        let raised = match candidate {
+            Some(candidate) => self.make_synchronous(&host, candidate)?,
+            None => None,
+        };
         let start = Instant::now();
-        loop {
+        let outcome = loop {
             match self.api.switchover(&host, leader, candidate) {
                 Err(Error::Http { reason, .. })
                     if (reason.starts_with("HTTP 412") || reason.starts_with("HTTP 503"))
@@ -212,8 +278,68 @@ impl Waiter<'_> {
                 {
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                other => return other,
+                other => break other,
+            }
+        };
+        if let Some(previous) = raised {
+            // Any member takes the PATCH: the DCS is shared; the old leader may be demoting.
+            let restore = json!({ SYNC_NODE_COUNT: previous });
+            let restored = self
+                .state
+                .members
+                .iter()
+                .any(|m| self.api.patch_config(&self.state.host(m), &restore).is_ok());
+            if outcome.is_ok() && !restored {
+                return Err(Error::Http {
+                    what: format!("restoring {SYNC_NODE_COUNT} after the switchover"),
+                    reason: "no member accepted PATCH /config".into(),
+                });
             }
         }
+        outcome
+    }
+
+    /// In synchronous mode Patroni switches over only to a synchronous standby, and by
+    /// default there is one. To switch over to another member, every replica is made
+    /// synchronous for the duration (`synchronous_node_count` raised: commits then wait for
+    /// all of them, which is safe, never weaker) until `candidate` is one. Returns the
+    /// previous value to restore, `None` when nothing had to change.
+    fn make_synchronous(&self, leader_host: &str, candidate: &str) -> Result<Option<Value>> {
+        let config = self.api.config(leader_host)?;
+        let on = match &config["synchronous_mode"] {
+            Value::Bool(b) => *b,
+            Value::String(s) => matches!(s.to_ascii_lowercase().as_str(), "true" | "on"),
+            _ => false,
+        };
+        let is_sync = |v: &ClusterView| {
+            v.members
+                .iter()
+                .any(|m| m.name == candidate && m.role == "sync_standby")
+        };
+        if !on || cluster_view(self.api, self.state).is_some_and(|v| is_sync(&v)) {
+            return Ok(None);
+        }
+        let previous = config.get(SYNC_NODE_COUNT).cloned().unwrap_or(Value::Null);
+        let replicas = self.state.members.len().saturating_sub(1).max(1);
+        self.api
+            .patch_config(leader_host, &json!({ SYNC_NODE_COUNT: replicas }))?;
+        let start = Instant::now();
+        while !cluster_view(self.api, self.state).is_some_and(|v| is_sync(&v)) {
+            if start.elapsed() > self.limit {
+                let _ = self
+                    .api
+                    .patch_config(leader_host, &json!({ SYNC_NODE_COUNT: previous }));
+                return Err(self.timeout(
+                    format!("{candidate} to become a synchronous standby"),
+                    start,
+                    Some(candidate),
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(Some(previous))
     }
 }
+
+/// Patroni's dynamic setting for how many synchronous standbys the leader keeps.
+const SYNC_NODE_COUNT: &str = "synchronous_node_count";

@@ -2,8 +2,10 @@
 //! same validation as the operator, then (in order) certificates and files, etcd, removal of
 //! members scaled away, start of missing members (the primary alone first on a new cluster),
 //! readiness (a leader and every other member streaming), pgBackRest's stanza, the dynamic
-//! configuration and restarts it requires. An invalid manifest is refused before anything in
-//! the state directory changes.
+//! configuration and restarts it requires, then `spec.users` and `spec.databaseInitSQL` as SQL
+//! on the primary. `spec.shutdown` stops every member instead (data and etcd kept) and
+//! remembers the primary, which starts first and alone when the cluster comes back. An
+//! invalid manifest is refused before anything in the state directory changes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +19,10 @@ use crate::observe::{cluster_view, Waiter};
 use crate::patroni_api::PatroniApi;
 use crate::state::{self, Layout, MemberRecord, Network, State};
 use crate::system::{self, Requirement, RunAs};
-use crate::{backup, etcd, rollout};
+use crate::{backup, etcd, rollout, users};
+
+/// File in the state directory naming the primary a `spec.shutdown` stopped last.
+const SHUTDOWN_PRIMARY_FILE: &str = "shutdown-primary";
 
 /// The network members use unless `--network` says otherwise.
 pub const DEFAULT_NETWORK: &str = "127.0.0";
@@ -192,8 +197,7 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
     }
 
     if cluster.shutdown {
-        shutdown(&ctx, &api, progress);
-        return Ok(());
+        return shutdown(&ctx, &api, progress);
     }
 
     let waiter = Waiter {
@@ -215,6 +219,17 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
         progress(&format!("initializing the primary {}", first.name));
         members::start(&ctx, first)?;
         waiter.leader_running(&first.name)?;
+    } else if let Some(primary) = shutdown_primary(&layout, &state) {
+        // After spec.shutdown the replicas stopped first, so only the old primary has every
+        // transaction: it must lead again, not whichever member's Patroni happens to start
+        // first and wins the leader race.
+        if members::start(&ctx, primary)? {
+            progress(&format!(
+                "starting the previous primary {} first",
+                primary.name
+            ));
+        }
+        waiter.leader_running(&primary.name)?;
     }
     for record in &state.members {
         if members::start(&ctx, record)? {
@@ -226,7 +241,7 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
         }
     }
     progress("waiting for every replica to stream");
-    let leader = waiter.ready(progress)?;
+    let leader = waiter.ready_healing(&ctx, progress)?;
 
     if cluster.backups.is_some() {
         progress("creating the pgBackRest stanza and checking WAL archiving");
@@ -238,6 +253,14 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
     }
     rollout::restart_pending(&waiter, patch.as_ref(), &leader, progress)?;
     let leader = waiter.ready(&mut |_| {})?;
+    let _ = std::fs::remove_file(layout.root.join(SHUTDOWN_PRIMARY_FILE));
+
+    let manifest_dir = std::path::absolute(&options.manifest)
+        .map_err(io("resolving", &options.manifest))?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    users::apply_sql_state(&cluster, &layout, &manifest_dir, &leader, progress)?;
     progress(&format!(
         "cluster {} is ready: primary {leader}, {} member(s)",
         cluster.name(),
@@ -265,10 +288,21 @@ fn choose_network(
     }
 }
 
+/// The member recorded by the last `spec.shutdown` as primary, if it is still a member.
+fn shutdown_primary<'s>(layout: &Layout, state: &'s State) -> Option<&'s MemberRecord> {
+    let name = std::fs::read_to_string(layout.root.join(SHUTDOWN_PRIMARY_FILE)).ok()?;
+    state.members.iter().find(|m| m.name == name.trim())
+}
+
 /// `spec.shutdown: true`: stops the members, replicas first so the primary is not failed
-/// over; data is kept. etcd keeps running (the DCS remembers the cluster).
-fn shutdown(ctx: &Context, api: &PatroniApi, progress: &mut dyn FnMut(&str)) {
+/// over; data is kept. etcd keeps running (the DCS remembers the cluster). The primary is
+/// recorded (when one runs; a repeated shutdown keeps the first record) for the next start.
+fn shutdown(ctx: &Context, api: &PatroniApi, progress: &mut dyn FnMut(&str)) -> Result<()> {
     let leader = cluster_view(api, ctx.state).and_then(|v| v.leader().map(|l| l.name.clone()));
+    if let Some(leader) = &leader {
+        let file = ctx.layout.root.join(SHUTDOWN_PRIMARY_FILE);
+        std::fs::write(&file, format!("{leader}\n")).map_err(io("writing", &file))?;
+    }
     let mut order: Vec<&MemberRecord> = ctx.state.members.iter().collect();
     order.sort_by_key(|m| leader.as_deref() == Some(m.name.as_str()));
     for record in order {
@@ -280,4 +314,5 @@ fn shutdown(ctx: &Context, api: &PatroniApi, progress: &mut dyn FnMut(&str)) {
         }
         members::stop(ctx.layout, &record.name);
     }
+    Ok(())
 }
