@@ -229,6 +229,15 @@ impl ClusterNames {
     pub fn repo_volume(&self, repo: &str) -> String {
         self.derived(repo)
     }
+    /// ServiceAccount, Role and RoleBinding backup Jobs run as (they exec pgBackRest in the
+    /// repo host or the primary).
+    pub fn pgbackrest_rbac(&self) -> String {
+        self.derived("pgbackrest")
+    }
+    /// CronJob of one schedule: `<cluster>-<repo>-<full|diff|incr>`.
+    pub fn backup_cron_job(&self, repo: &str, backup_type: &str) -> String {
+        self.derived(&format!("{repo}-{backup_type}"))
+    }
     pub fn pgbouncer(&self) -> String {
         self.derived("pgbouncer")
     }

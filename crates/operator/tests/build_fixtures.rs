@@ -80,11 +80,20 @@ fn example_02_has_every_object_family_with_pgo_names() {
         "StatefulSet/hippo-instance1-x2k7",
         "StatefulSet/hippo-instance1-q9zd",
         "PodDisruptionBudget/hippo-set-instance1",
+        "ConfigMap/hippo-pgbackrest-config",
+        "PersistentVolumeClaim/hippo-repo1",
+        "StatefulSet/hippo-repo-host",
+        "ServiceAccount/hippo-pgbackrest",
+        "Role/hippo-pgbackrest",
+        "RoleBinding/hippo-pgbackrest",
+        "CronJob/hippo-repo1-full",
+        "CronJob/hippo-repo1-diff",
     ] {
         assert!(names.contains(&expected.to_owned()), "missing {expected}");
     }
     // 3 instances x (StatefulSet + pgdata), no pgwal without walVolumeClaimSpec.
     assert_eq!(statefulsets(&objects).len(), 3);
     assert!(!names.iter().any(|n| n.ends_with("-pgwal")));
-    assert_eq!(names.len(), 4 + 4 + 5 + 3 * 2 + 1);
+    // pgBackRest: ConfigMap, repo PVC + repo host, the Jobs' account (3), two schedules.
+    assert_eq!(names.len(), 4 + 4 + 5 + 3 * 2 + 1 + 8);
 }

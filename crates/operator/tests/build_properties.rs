@@ -146,9 +146,10 @@ fn services_select_what_patroni_labels() {
     let spec = pods.spec.as_ref().unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
     assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    // Every pod of the cluster (instances and the pgBackRest repo host) gets a stable name.
     assert_eq!(
-        spec.selector.as_ref().unwrap()[naming::LABEL_DATA],
-        naming::DATA_POSTGRES
+        spec.selector.as_ref().unwrap(),
+        &std::collections::BTreeMap::from([(naming::LABEL_CLUSTER.to_owned(), "hippo".to_owned())])
     );
 }
 
@@ -198,7 +199,8 @@ fn shutdown_scales_instances_to_zero_and_keeps_their_volumes() {
             .filter(|o| o.kind() == "PersistentVolumeClaim")
             .count()
     };
-    assert_eq!(pvcs(&stopped), 3);
+    // Three pgdata claims and the repo1 volume of the repo host.
+    assert_eq!(pvcs(&stopped), 3 + 1);
     assert_eq!(pvcs(&running), pvcs(&stopped));
 }
 

@@ -39,6 +39,8 @@ pub struct InstanceContext<'a> {
     pub config_hash: &'a str,
     /// The exporter sidecar's image (used only when monitoring is on).
     pub exporter_image: &'a str,
+    /// The `pgbackrest` sidecar's image (used only with backups).
+    pub pgbackrest_image: &'a str,
 }
 
 pub fn instance_statefulset(
@@ -94,6 +96,11 @@ fn instance_pod_template(
         ctx.config_hash.to_owned(),
     );
     let mut containers = vec![database_container(cluster, set, ctx)];
+    containers.extend(super::pgbackrest::instance_sidecar(
+        cluster,
+        set.wal_volume.is_some(),
+        ctx.pgbackrest_image,
+    ));
     containers.extend(super::exporter::exporter_container(
         cluster,
         ctx.exporter_image,
@@ -153,7 +160,11 @@ fn database_container(
         liveness_probe: Some(patroni_probe("/liveness")),
         resources: set.resources.clone(),
         security_context: Some(restricted_container_security_context()),
-        volume_mounts: Some(database_volume_mounts(set)),
+        volume_mounts: Some({
+            let mut mounts = database_volume_mounts(set);
+            mounts.extend(super::pgbackrest::database_config_mount(cluster));
+            mounts
+        }),
         ..Container::default()
     }
 }

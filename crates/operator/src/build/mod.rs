@@ -6,6 +6,7 @@
 //! labelled objects it did not return (orphans).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -20,11 +21,13 @@ use crate::images::Images;
 use crate::material::Material;
 use crate::plan::InstancePlan;
 
+pub mod backup_jobs;
 pub mod exporter;
 pub mod instance;
 pub mod meta;
 pub mod patroni_config;
 pub mod pdb;
+pub mod pgbackrest;
 pub mod pgbouncer;
 pub mod pod_security;
 pub mod rbac;
@@ -59,6 +62,7 @@ pub enum Managed {
     RoleBinding(RoleBinding),
     PodDisruptionBudget(PodDisruptionBudget),
     PersistentVolumeClaim(PersistentVolumeClaim),
+    CronJob(CronJob),
 }
 
 macro_rules! managed_dispatch {
@@ -74,6 +78,7 @@ macro_rules! managed_dispatch {
             Managed::RoleBinding($o) => $e,
             Managed::PodDisruptionBudget($o) => $e,
             Managed::PersistentVolumeClaim($o) => $e,
+            Managed::CronJob($o) => $e,
         }
     };
 }
@@ -99,6 +104,7 @@ impl Managed {
             Managed::RoleBinding(_) => "RoleBinding",
             Managed::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Managed::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
+            Managed::CronJob(_) => "CronJob",
         }
     }
 
@@ -143,6 +149,8 @@ impl Managed {
             Managed::StatefulSet(_) => 7,
             Managed::Deployment(_) => 8,
             Managed::PodDisruptionBudget(_) => 9,
+            // Last: its Jobs exec into the repo host or an instance.
+            Managed::CronJob(_) => 10,
         }
     }
 
@@ -154,14 +162,13 @@ impl Managed {
 /// Every object `input.cluster` should have, sorted for applying: kinds that others refer to
 /// first (RBAC, configuration, Secrets, Services, claims before the StatefulSets that mount
 /// them), then by name. The same input always gives the same list.
-///
-/// Backups (pgBackRest) are not built yet.
 pub fn build(input: &BuildInput) -> Vec<Managed> {
     let cluster = input.cluster;
     let patroni_yaml = patroni_config::patroni_yaml(cluster);
     let config_hash = patroni_config::config_hash(&patroni_yaml);
     let image = input.images.database(cluster);
     let exporter_image = input.images.exporter(cluster);
+    let pgbackrest_image = input.images.pgbackrest(cluster);
 
     let mut objects = vec![
         Managed::ServiceAccount(rbac::instance_service_account(cluster)),
@@ -204,9 +211,11 @@ pub fn build(input: &BuildInput) -> Vec<Managed> {
                 image: &image,
                 config_hash: &config_hash,
                 exporter_image: &exporter_image,
+                pgbackrest_image: &pgbackrest_image,
             },
         )));
     }
+    objects.extend(backup_objects(input, &pgbackrest_image));
     objects.extend(
         cluster
             .instance_sets
@@ -255,5 +264,45 @@ fn service_role_objects(input: &BuildInput) -> Vec<Managed> {
             objects.extend([Managed::ConfigMap(config_map), Managed::Secret(secret)]);
         }
     }
+    objects
+}
+
+/// pgBackRest's objects when `spec.backups` is set: configuration, the repo host and its
+/// volumes (volume repos only), the backup Jobs' account and one CronJob per schedule.
+fn backup_objects(input: &BuildInput, image: &str) -> Vec<Managed> {
+    let cluster = input.cluster;
+    let instance_hosts: Vec<String> = input
+        .plan
+        .instances()
+        .map(|(_, instance)| {
+            tusk_api::naming::instance_pod_host(
+                instance,
+                &cluster.names.pods_service(),
+                &cluster.namespace,
+            )
+        })
+        .collect();
+    let mut objects = Vec::new();
+    objects.extend(
+        pgbackrest::pgbackrest_config_map(cluster, &instance_hosts).map(Managed::ConfigMap),
+    );
+    objects.extend(
+        pgbackrest::repo_pvcs(cluster)
+            .into_iter()
+            .map(Managed::PersistentVolumeClaim),
+    );
+    objects.extend(pgbackrest::repo_host_statefulset(cluster, image).map(Managed::StatefulSet));
+    if let Some((account, role, binding)) = backup_jobs::backup_rbac(cluster) {
+        objects.extend([
+            Managed::ServiceAccount(account),
+            Managed::Role(role),
+            Managed::RoleBinding(binding),
+        ]);
+    }
+    objects.extend(
+        backup_jobs::backup_cron_jobs(cluster, image)
+            .into_iter()
+            .map(Managed::CronJob),
+    );
     objects
 }

@@ -138,7 +138,8 @@ pub fn patroni_config_service(cluster: &ValidatedCluster) -> Service {
 }
 
 /// `<c>-pods`: headless; gives each instance pod the stable DNS name
-/// `<instance>-0.<c>-pods.<ns>.svc` that Patroni advertises and certificates name.
+/// `<instance>-0.<c>-pods.<ns>.svc` that Patroni advertises and certificates name (and the
+/// repo host `<c>-repo-host-0.<c>-pods.<ns>.svc`).
 pub fn pods_service(cluster: &ValidatedCluster) -> Service {
     Service {
         metadata: object_meta(
@@ -151,10 +152,10 @@ pub fn pods_service(cluster: &ValidatedCluster) -> Service {
             cluster_ip: Some("None".to_owned()),
             // Replicas must resolve a leader that is still starting, and vice versa.
             publish_not_ready_addresses: Some(true),
-            selector: Some(labels(&[
-                (naming::LABEL_CLUSTER, cluster.name()),
-                (naming::LABEL_DATA, naming::DATA_POSTGRES),
-            ])),
+            // Every pod of the cluster, not only instances: the pgBackRest repo host is
+            // reached as `<c>-repo-host-0.<c>-pods.<ns>.svc`, a name the server certificate's
+            // `*.<c>-pods` SANs cover.
+            selector: Some(labels(&[(naming::LABEL_CLUSTER, cluster.name())])),
             ..ServiceSpec::default()
         }),
         status: None,

@@ -108,6 +108,10 @@ pub fn instance_pod_volumes(
     });
     volumes.extend(tls_volumes(cluster));
     volumes.extend(super::exporter::exporter_volume(cluster));
+    volumes.extend(super::pgbackrest::pgbackrest_config_volume(
+        cluster,
+        super::pgbackrest::ConfigRole::Instance,
+    ));
     volumes.push(Volume {
         name: VOLUME_TMP.to_owned(),
         // The root filesystem is read-only; the socket directory and Patroni's scratch

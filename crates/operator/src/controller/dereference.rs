@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
@@ -39,6 +40,8 @@ pub fn managed_kinds() -> Vec<ApiResource> {
         ApiResource::erase::<RoleBinding>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
         ApiResource::erase::<PersistentVolumeClaim>(&()),
+        // batch/v1 since Kubernetes 1.21; older servers skip it (see `discovery`).
+        ApiResource::erase::<CronJob>(&()),
     ]
 }
 

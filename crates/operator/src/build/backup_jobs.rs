@@ -1,0 +1,311 @@
+//! Scheduled backups: one CronJob `<c>-<repo>-<full|diff|incr>` per schedule in
+//! `spec.backups.pgbackrest.repos[].schedules`, and the ServiceAccount, Role and RoleBinding
+//! `<c>-pgbackrest` backup Jobs run as.
+//!
+//! Why the Job execs pgBackRest in another pod instead of running it itself: pgBackRest runs a
+//! backup only where the repository is local and PostgreSQL remote, or the other way round
+//! ("pg and repo hosts cannot both be configured as remote"). With a `volume` repo the repo
+//! lives on the repo host, so the backup runs there; with cloud repos only, it runs in the
+//! primary's `pgbackrest` sidecar. The Job finds that pod by label and execs
+//! `pgbackrest backup` in it through the Kubernetes API (the official Python client that the
+//! database image carries for Patroni), so its Role may only read pods and exec into them.
+//!
+//! Concurrency is forbidden (two backups of one stanza would fail on pgBackRest's lock
+//! anyway), and schedules are suspended while the cluster is shut down. Pure.
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+use tusk_api::model::{BackupSettings, RepoSettings};
+use tusk_api::naming;
+use tusk_api::ValidatedCluster;
+use tusk_config::parameters::PGBACKREST_STANZA;
+
+use super::meta::{non_empty_vec, object_meta};
+use super::pgbackrest::{backup_metadata, pgbackrest_labels, repo_host_selector};
+use super::pod_security::{instance_pod_security_context, restricted_container_security_context};
+
+/// What backup Jobs may do, as `(resource, verbs)` in the core API group: find the pod to run
+/// pgBackRest in, and exec into it. Nothing else.
+pub const BACKUP_JOB_RULES: &[(&str, &[&str])] =
+    &[("pods", &["get", "list"]), ("pods/exec", &["create"])];
+
+/// Finds the one running pod matching `$SELECTOR`, execs the arguments in its `$CONTAINER`,
+/// relays the output and exits with the command's status. Kept to what the official client
+/// does; a failure to find exactly one pod fails the Job (it is retried by the next run).
+pub const EXEC_SCRIPT: &str = r#"import os, sys
+from kubernetes import client, config
+from kubernetes.stream import stream
+config.load_incluster_config()
+api = client.CoreV1Api()
+namespace, selector, container = os.environ["NAMESPACE"], os.environ["SELECTOR"], os.environ["CONTAINER"]
+pods = [p for p in api.list_namespaced_pod(namespace, label_selector=selector).items if p.status.phase == "Running"]
+if len(pods) != 1:
+    sys.exit("expected one running pod with %s, found %d" % (selector, len(pods)))
+print("running %s in %s/%s" % (" ".join(sys.argv[1:]), pods[0].metadata.name, container), flush=True)
+ws = stream(api.connect_get_namespaced_pod_exec, pods[0].metadata.name, namespace, container=container,
+            command=sys.argv[1:], stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+while ws.is_open():
+    ws.update(timeout=10)
+    if ws.peek_stdout():
+        sys.stdout.write(ws.read_stdout()); sys.stdout.flush()
+    if ws.peek_stderr():
+        sys.stderr.write(ws.read_stderr()); sys.stderr.flush()
+ws.close()
+sys.exit(ws.returncode)
+"#;
+
+/// pgBackRest's `--type` of each schedule, as CronJob names and labels spell it.
+pub const FULL: &str = "full";
+pub const DIFFERENTIAL: &str = "diff";
+pub const INCREMENTAL: &str = "incr";
+
+/// The ServiceAccount, Role and RoleBinding of backup Jobs; empty without backups.
+pub fn backup_rbac(cluster: &ValidatedCluster) -> Option<(ServiceAccount, Role, RoleBinding)> {
+    let backups = cluster.backups.as_ref()?;
+    let name = cluster.names.pgbackrest_rbac();
+    let meta = || {
+        object_meta(
+            cluster,
+            name.clone(),
+            &backup_metadata(cluster, backups),
+            pgbackrest_labels(cluster),
+        )
+    };
+    let account = ServiceAccount {
+        metadata: meta(),
+        automount_service_account_token: Some(true),
+        ..ServiceAccount::default()
+    };
+    let role = Role {
+        metadata: meta(),
+        rules: Some(
+            BACKUP_JOB_RULES
+                .iter()
+                .map(|(resource, verbs)| PolicyRule {
+                    api_groups: Some(vec![String::new()]),
+                    resources: Some(vec![(*resource).to_owned()]),
+                    verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+                    ..PolicyRule::default()
+                })
+                .collect(),
+        ),
+    };
+    let binding = RoleBinding {
+        metadata: meta(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "Role".to_owned(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: name.clone(),
+            namespace: Some(cluster.namespace.clone()),
+            ..Subject::default()
+        }]),
+    };
+    Some((account, role, binding))
+}
+
+/// Label selector of the pod a backup runs in: the repo host when there is one, else the
+/// primary (the pod Patroni labelled `master`).
+pub fn backup_target_selector(cluster: &ValidatedCluster) -> String {
+    let pairs: Vec<(String, String)> = if tusk_config::pgbackrest::has_volume_repo(cluster) {
+        repo_host_selector(cluster).into_iter().collect()
+    } else {
+        vec![
+            (naming::LABEL_CLUSTER.to_owned(), cluster.name().to_owned()),
+            (
+                naming::LABEL_ROLE.to_owned(),
+                naming::ROLE_MASTER.to_owned(),
+            ),
+        ]
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Labels of a backup Job (and CronJob, and their pods): `backup` is `full`/`diff`/`incr`
+/// for schedules (`manual` for the annotation's Job).
+pub fn backup_job_labels(
+    cluster: &ValidatedCluster,
+    repo: &str,
+    backup: &str,
+) -> BTreeMap<String, String> {
+    let mut l = naming::cluster_labels(cluster.name());
+    l.insert(naming::LABEL_PGBACKREST.to_owned(), String::new());
+    l.insert(
+        naming::LABEL_PGBACKREST_BACKUP.to_owned(),
+        backup.to_owned(),
+    );
+    l.insert(naming::LABEL_PGBACKREST_REPO.to_owned(), repo.to_owned());
+    l.insert(naming::APP_COMPONENT.to_owned(), "pgbackrest".to_owned());
+    l
+}
+
+/// The Job that runs `pgbackrest backup --repo=N <options>` in the backup target pod.
+pub fn backup_job_spec(
+    cluster: &ValidatedCluster,
+    backups: &BackupSettings,
+    repo: &RepoSettings,
+    pod_labels: BTreeMap<String, String>,
+    options: &[String],
+    image: &str,
+) -> JobSpec {
+    let mut command = vec![
+        "python3".to_owned(),
+        "-c".to_owned(),
+        EXEC_SCRIPT.to_owned(),
+        "pgbackrest".to_owned(),
+        format!("--stanza={PGBACKREST_STANZA}"),
+        "backup".to_owned(),
+        format!("--repo={}", repo.index),
+    ];
+    command.extend(options.iter().cloned());
+    let value = |name: &str, value: String| EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        value_from: None,
+    };
+    let env = vec![
+        EnvVar {
+            name: "NAMESPACE".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.namespace".to_owned(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        value("SELECTOR", backup_target_selector(cluster)),
+        value("CONTAINER", naming::CONTAINER_PGBACKREST.to_owned()),
+    ];
+    let mut labels = backup_metadata(cluster, backups).labels;
+    labels.extend(pod_labels);
+    let jobs = &backups.jobs;
+    JobSpec {
+        // A failed backup is reported and retried by the next schedule, not hammered.
+        backoff_limit: Some(0),
+        ttl_seconds_after_finished: jobs.ttl_seconds_after_finished,
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(labels),
+                annotations: super::meta::non_empty(backup_metadata(cluster, backups).annotations),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: naming::CONTAINER_PGBACKREST.to_owned(),
+                    image: Some(image.to_owned()),
+                    image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_owned()),
+                    command: Some(command),
+                    env: Some(env),
+                    resources: jobs.resources.clone(),
+                    security_context: Some(restricted_container_security_context()),
+                    ..Container::default()
+                }],
+                restart_policy: Some("Never".to_owned()),
+                service_account_name: Some(cluster.names.pgbackrest_rbac()),
+                // The exec goes through the API server with this account's token.
+                automount_service_account_token: Some(true),
+                enable_service_links: Some(false),
+                security_context: Some(instance_pod_security_context()),
+                affinity: jobs.affinity.clone(),
+                tolerations: jobs.tolerations.clone().and_then(non_empty_vec),
+                priority_class_name: jobs.priority_class_name.clone(),
+                image_pull_secrets: non_empty_vec(cluster.image_pull_secrets.clone()),
+                ..PodSpec::default()
+            }),
+        },
+        ..JobSpec::default()
+    }
+}
+
+/// One CronJob per schedule of every repo, in repo order then full, diff, incr.
+pub fn backup_cron_jobs(cluster: &ValidatedCluster, image: &str) -> Vec<CronJob> {
+    let Some(backups) = &cluster.backups else {
+        return Vec::new();
+    };
+    let mut jobs = Vec::new();
+    for repo in &backups.repos {
+        let schedules = [
+            (FULL, &repo.schedules.full),
+            (DIFFERENTIAL, &repo.schedules.differential),
+            (INCREMENTAL, &repo.schedules.incremental),
+        ];
+        for (backup_type, schedule) in schedules {
+            let Some(schedule) = schedule else { continue };
+            let labels = backup_job_labels(cluster, &repo.name, backup_type);
+            let options = [format!("--type={backup_type}")];
+            jobs.push(CronJob {
+                metadata: object_meta(
+                    cluster,
+                    cluster.names.backup_cron_job(&repo.name, backup_type),
+                    &backup_metadata(cluster, backups),
+                    labels.clone(),
+                ),
+                spec: Some(CronJobSpec {
+                    schedule: schedule.clone(),
+                    concurrency_policy: Some("Forbid".to_owned()),
+                    suspend: Some(cluster.shutdown),
+                    job_template: JobTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            labels: Some(labels.clone()),
+                            ..ObjectMeta::default()
+                        }),
+                        spec: Some(backup_job_spec(
+                            cluster, backups, repo, labels, &options, image,
+                        )),
+                    },
+                    ..CronJobSpec::default()
+                }),
+                status: None,
+            });
+        }
+    }
+    jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EXEC_SCRIPT;
+
+    /// The exec glue is valid Python (compiled by the real interpreter, not run: it needs a
+    /// pod's service account).
+    #[test]
+    fn exec_script_compiles() {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys; compile(sys.argv[1], 'exec-backup', 'exec')",
+            ])
+            .arg(EXEC_SCRIPT)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The same check refuses broken Python, so it is not vacuous.
+        let broken = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys; compile(sys.argv[1], 'x', 'exec')",
+                "if :",
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(!broken.status.success());
+    }
+}
