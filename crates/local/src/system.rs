@@ -274,3 +274,31 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_programs_are_named_with_their_debian_packages() {
+        let present = Requirement {
+            path: PathBuf::from("/bin/sh"),
+            package: "dash".into(),
+        };
+        assert!(check_programs(std::slice::from_ref(&present)).is_ok());
+        let missing = |path: &str, package: &str| Requirement {
+            path: PathBuf::from(path),
+            package: package.into(),
+        };
+        let err = check_programs(&[
+            present,
+            missing("/nonexistent/patroni", "patroni"),
+            missing("/nonexistent/etcd", "etcd-server"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/patroni"), "{err}");
+        assert!(err.contains("patroni etcd-server"), "{err}");
+        assert!(!err.contains("dash"), "{err}");
+    }
+}

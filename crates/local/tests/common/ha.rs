@@ -301,6 +301,11 @@ impl Cluster {
     /// survives to finish a commit. Only pids recorded for this state dir are signalled.
     /// Returns the pids killed.
     pub fn crash_member(&self, member: &str) -> Vec<u32> {
+        self.crash_member_timed(member).0
+    }
+
+    /// [`Self::crash_member`], also returning when the first SIGKILL was sent.
+    pub fn crash_member_timed(&self, member: &str) -> (Vec<u32>, Instant) {
         let report = self.status();
         let pids = &report
             .members
@@ -312,6 +317,7 @@ impl Cluster {
         let postmaster = pids.postgres.expect("postgres runs");
         let mut victims = vec![patroni, postmaster];
         victims.extend(children_of(postmaster));
+        let killed_at = Instant::now();
         for pid in &victims {
             tusk_local::system::signal(*pid, nix::sys::signal::Signal::SIGKILL);
         }
@@ -321,12 +327,13 @@ impl Cluster {
             tusk_local::system::wait_gone(postmaster, &data_dir, Duration::from_secs(10)),
             "postmaster {postmaster} survived SIGKILL"
         );
-        victims
+        (victims, killed_at)
     }
 
     /// Graceful stop of `member`'s Patroni (SIGTERM, what an orderly node shutdown sends):
-    /// Patroni stops PostgreSQL and hands the leader key back. Does not wait.
-    pub fn terminate_patroni(&self, member: &str) {
+    /// Patroni stops PostgreSQL and hands the leader key back. Does not wait; returns when the
+    /// signal was sent.
+    pub fn terminate_patroni(&self, member: &str) -> Instant {
         let report = self.status();
         let pid = report
             .members
@@ -334,7 +341,9 @@ impl Cluster {
             .find(|m| m.name == member)
             .and_then(|m| m.pids.patroni)
             .expect("patroni runs");
+        let sent_at = Instant::now();
         tusk_local::system::signal(pid, nix::sys::signal::Signal::SIGTERM);
+        sent_at
     }
 
     /// `extract(epoch from pg_postmaster_start_time())` of `member`.
@@ -394,6 +403,9 @@ fn children_of(parent: u32) -> Vec<u32> {
 pub struct Ack {
     pub id: i64,
     pub at: Instant,
+    /// Which of the writer's connections (1, 2, ...) saw the commit: a commit on a later
+    /// connection than the one open at a failure went to a member reached after it.
+    pub connection: u64,
 }
 
 /// A client inserting rows into `rows` in a loop through a multi-host connection
@@ -500,10 +512,12 @@ async fn write_loop(
     // Ids are unique across reconnects, so an unacknowledged attempt never shadows a
     // later acknowledged one.
     let mut next_id: i64 = 1;
+    let mut connection_number: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
         let client = match config.connect(tls.clone()).await {
             Ok((client, connection)) => {
                 tokio::spawn(async move { drop(connection.await) });
+                connection_number += 1;
                 client
             }
             Err(_) => {
@@ -520,6 +534,7 @@ async fn write_loop(
                 Ok(Ok(_)) => acks.lock().unwrap().push(Ack {
                     id,
                     at: Instant::now(),
+                    connection: connection_number,
                 }),
                 _ => break, // reconnect: whichever member is read-write now
             }
