@@ -39,6 +39,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // kube's client and `tusk local`'s HTTP client take rustls's process-wide provider.
+    tusk_local::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => print_stdout(&tusk_api::crd::crd_yaml()),

@@ -68,6 +68,7 @@ impl PatroniApi {
         let cert =
             Certificate::from_pem(&read(TLS_CERT_FILE)?).map_err(|e| bad_pem("certificate", e))?;
         let key = PrivateKey::from_pem(&read(TLS_KEY_FILE)?).map_err(|e| bad_pem("key", e))?;
+        crate::tls::install_crypto_provider();
         let tls = TlsConfig::builder()
             .root_certs(RootCerts::new_with_certs(&[ca]))
             .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))

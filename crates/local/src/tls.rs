@@ -80,3 +80,11 @@ fn write_secret(path: &Path, contents: &str) -> Result<()> {
     file.write_all(contents.as_bytes())
         .map_err(io("writing", path))
 }
+
+/// Makes ring rustls's process-wide provider. Feature unification can enable both of
+/// rustls's providers (a dev-dependency elsewhere in the workspace pulls in aws-lc-rs), and
+/// then libraries that rely on the default one (ureq here, kube's client) refuse to guess.
+/// Idempotent: a provider installed earlier stays.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -92,6 +92,7 @@ impl ControlPlane {
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .expect("kubeconfig is usable");
+        tusk_local::tls::install_crypto_provider();
         Client::try_from(config).expect("a client")
     }
 }
