@@ -167,6 +167,7 @@ impl Waiter<'_> {
         let mut reported: BTreeSet<String> = BTreeSet::new();
         loop {
             let mut missing: Option<String> = None;
+            let mut awaiting_sync = false;
             if let Some(leader) = agreed_leader(self.api, self.state) {
                 let streaming =
                     streaming_members(self.cluster, self.layout, &leader).unwrap_or_default();
@@ -186,12 +187,16 @@ impl Waiter<'_> {
                     .map(|m| m.name.clone())
                     .find(|n| *n != leader && !streaming.contains(n));
                 if missing.is_none() {
-                    return Ok(leader);
+                    if !self.needs_sync_standby() || self.has_sync_standby() {
+                        return Ok(leader);
+                    }
+                    awaiting_sync = true;
                 }
             }
             if start.elapsed() > limit {
                 let what = match &missing {
                     Some(m) => format!("{m} to stream from the leader"),
+                    None if awaiting_sync => "Patroni to name a synchronous standby".into(),
                     None => "a leader".into(),
                 };
                 let member = missing.or_else(|| self.state.members.first().map(|m| m.name.clone()));
@@ -199,6 +204,28 @@ impl Waiter<'_> {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// In synchronous mode Patroni promotes only the member it named synchronous standby;
+    /// until it has named one, losing the leader leaves the cluster without a primary. So a
+    /// cluster is ready only once it has one (found by the failover benchmark: a primary
+    /// stopped right after `up` returned was never replaced).
+    fn needs_sync_standby(&self) -> bool {
+        self.state.members.len() > 1
+            && self
+                .cluster
+                .patroni
+                .dynamic_configuration
+                .get("synchronous_mode")
+                .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("on"))
+    }
+
+    fn has_sync_standby(&self) -> bool {
+        cluster_view(self.api, self.state).is_some_and(|v| {
+            v.members
+                .iter()
+                .any(|m| m.role == "sync_standby" && m.state == "running")
+        })
     }
 
     /// Until `member` runs again (after `POST /restart`).
