@@ -275,6 +275,27 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Removes the libpq environment variables a caller's shell may hold: they would silently
+/// redirect or weaken a `psql` connection Tusk sets up explicitly.
+pub fn clear_libpq_env(command: &mut Command) {
+    for var in [
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGTARGETSESSIONATTRS",
+        "PGOPTIONS",
+    ] {
+        command.env_remove(var);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,22 +183,7 @@ pub fn secret(layout: &Layout, user: &str) -> Result<UserSecret> {
 pub fn psql_command(layout: &Layout, user: Option<&str>, extra: &[OsString]) -> Result<Command> {
     let (state, cluster) = applied(layout)?;
     let mut command = Command::new(psql_program(&cluster));
-    // The invoking shell's PG* settings would silently redirect or weaken the connection.
-    for var in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGDATABASE",
-        "PGPASSWORD",
-        "PGPASSFILE",
-        "PGSERVICE",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGTARGETSESSIONATTRS",
-    ] {
-        command.env_remove(var);
-    }
+    crate::system::clear_libpq_env(&mut command);
     command.env("PGPORT", cluster.port.to_string());
     match user {
         None => {

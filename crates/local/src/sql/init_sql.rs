@@ -102,20 +102,7 @@ fn psql_command(target: &ConnectTarget, psql: &Path, sql_file: &Path) -> Command
         .arg("-f")
         .arg(sql_file)
         .stdin(std::process::Stdio::null());
-    for var in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGDATABASE",
-        "PGPASSWORD",
-        "PGPASSFILE",
-        "PGSERVICE",
-        "PGSSLMODE",
-        "PGOPTIONS",
-    ] {
-        cmd.env_remove(var);
-    }
+    crate::system::clear_libpq_env(&mut cmd);
     cmd.env("PGPORT", target.port.to_string())
         .env("PGUSER", &target.user)
         .env("PGDATABASE", MAINTENANCE_DATABASE)
