@@ -17,7 +17,7 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, ServiceAccount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 use tusk_api::model::{BackupSettings, RepoSettings};
@@ -28,6 +28,7 @@ use tusk_config::parameters::PGBACKREST_STANZA;
 use super::meta::{non_empty_vec, object_meta};
 use super::pgbackrest::{backup_metadata, pgbackrest_labels, repo_host_selector};
 use super::pod_security::{instance_pod_security_context, restricted_container_security_context};
+use super::rbac::{binding_to_own_account, core_rules};
 
 /// What backup Jobs may do, as `(resource, verbs)` in the core API group: find the pod to run
 /// pgBackRest in, and exec into it. Nothing else.
@@ -83,32 +84,9 @@ pub fn backup_rbac(cluster: &ValidatedCluster) -> Option<(ServiceAccount, Role, 
     };
     let role = Role {
         metadata: meta(),
-        rules: Some(
-            BACKUP_JOB_RULES
-                .iter()
-                .map(|(resource, verbs)| PolicyRule {
-                    api_groups: Some(vec![String::new()]),
-                    resources: Some(vec![(*resource).to_owned()]),
-                    verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-                    ..PolicyRule::default()
-                })
-                .collect(),
-        ),
+        rules: Some(core_rules(BACKUP_JOB_RULES)),
     };
-    let binding = RoleBinding {
-        metadata: meta(),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_owned(),
-            kind: "Role".to_owned(),
-            name: name.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: name.clone(),
-            namespace: Some(cluster.namespace.clone()),
-            ..Subject::default()
-        }]),
-    };
+    let binding = binding_to_own_account(cluster, meta(), name.clone());
     Some((account, role, binding))
 }
 

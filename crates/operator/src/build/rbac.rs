@@ -53,29 +53,43 @@ pub fn instance_role(cluster: &ValidatedCluster) -> Role {
             &cluster.metadata,
             cluster_labels(cluster.name()),
         ),
-        rules: Some(
-            PATRONI_RULES
-                .iter()
-                .map(|(resource, verbs)| PolicyRule {
-                    api_groups: Some(vec![String::new()]),
-                    resources: Some(vec![(*resource).to_owned()]),
-                    verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-                    ..PolicyRule::default()
-                })
-                .collect(),
-        ),
+        rules: Some(core_rules(PATRONI_RULES)),
     }
 }
 
 pub fn instance_role_binding(cluster: &ValidatedCluster) -> RoleBinding {
     let name = cluster.names.instance_rbac();
+    let metadata = object_meta(
+        cluster,
+        name.clone(),
+        &cluster.metadata,
+        cluster_labels(cluster.name()),
+    );
+    binding_to_own_account(cluster, metadata, name)
+}
+
+/// Rules on core-group resources from `(resource, verbs)` pairs.
+pub(super) fn core_rules(rules: &[(&str, &[&str])]) -> Vec<PolicyRule> {
+    rules
+        .iter()
+        .map(|(resource, verbs)| PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec![(*resource).to_owned()]),
+            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
+
+/// Binds Role `name` to the ServiceAccount of the same name in the cluster's namespace: each
+/// RBAC family (instances, backup jobs) names its account, Role and binding alike.
+pub(super) fn binding_to_own_account(
+    cluster: &ValidatedCluster,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    name: String,
+) -> RoleBinding {
     RoleBinding {
-        metadata: object_meta(
-            cluster,
-            name.clone(),
-            &cluster.metadata,
-            cluster_labels(cluster.name()),
-        ),
+        metadata,
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".to_owned(),
             kind: "Role".to_owned(),
