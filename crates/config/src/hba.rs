@@ -75,14 +75,7 @@ mod tests {
     use super::*;
     use crate::test_support::cluster_from;
 
-    const BASE: &str = r#"
-apiVersion: tusk.rs/v1beta1
-kind: PostgresCluster
-metadata: {name: hippo, namespace: tusk}
-spec:
-  postgresVersion: 15
-  instances: [{name: i1, dataVolumeClaimSpec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}]
-"#;
+    use crate::test_support::BASE;
 
     fn position(rules: &[String], line: &str) -> usize {
         rules

@@ -18,6 +18,16 @@ pub mod yaml;
 mod test_support {
     use tusk_api::ValidatedCluster;
 
+    /// The smallest valid manifest: one instance, no backups, no users.
+    pub const BASE: &str = r#"
+apiVersion: tusk.rs/v1beta1
+kind: PostgresCluster
+metadata: {name: hippo, namespace: tusk}
+spec:
+  postgresVersion: 15
+  instances: [{name: i1, dataVolumeClaimSpec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}]
+"#;
+
     /// A manifest the unit tests write inline, validated the way the operator does.
     pub fn cluster_from(yaml: &str) -> ValidatedCluster {
         tusk_api::validate_yaml(yaml).unwrap_or_else(|e| panic!("test manifest invalid: {e:?}"))
