@@ -11,6 +11,7 @@ pub mod paths;
 pub mod patroni;
 pub mod pgbackrest;
 pub mod pgbouncer;
+pub mod service_roles;
 pub mod users;
 pub mod yaml;
 
