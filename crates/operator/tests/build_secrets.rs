@@ -51,8 +51,9 @@ fn user_secret_has_the_pgo_keys() {
     let keys: Vec<&str> = data.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["dbname", "host", "jdbc-uri", "password", "port", "uri", "user"]
+        ["dbname", "host", "jdbc-uri", "password", "port", "uri", "user", "verifier"]
     );
+    assert_eq!(data["verifier"], material.verifiers["hippo"]);
     assert_eq!(data["user"], "hippo");
     assert_eq!(data["password"], PASSWORD);
     assert_eq!(data["dbname"], "zoo");

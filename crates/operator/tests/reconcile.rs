@@ -2,32 +2,23 @@
 //! as the kube-rs Controller would, and the test asserts what exists after each step.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::Client;
-use kube_fake_client::ClientBuilder;
 use tusk_api::{naming, PostgresCluster};
 use tusk_operator::build::{build, BuildInput};
 use tusk_operator::controller::dereference::{dereference, managed_kinds};
-use tusk_operator::controller::{
-    reconcile, root_ca, secret_material, Context, DEFAULT_OPERATOR_NAMESPACE,
-};
+use tusk_operator::controller::{root_ca, secret_material, DEFAULT_OPERATOR_NAMESPACE};
 use tusk_operator::images::Images;
-use tusk_operator::metrics::Metrics;
 use tusk_operator::plan::plan_instances;
 
-const NS: &str = "db";
-const NAME: &str = "hippo";
+mod common;
 
-/// The cluster, with an empty status so the fake API server treats status as a subresource
-/// (it registers one for kinds whose first object has a `status`).
+use common::{cluster_from, Harness, NAME, NS};
+
 fn manifest(replicas: u32) -> PostgresCluster {
-    let mut cluster: PostgresCluster = serde_yaml::from_str(&format!(
+    cluster_from(&format!(
         r#"
 apiVersion: tusk.rs/v1beta1
 kind: PostgresCluster
@@ -43,74 +34,24 @@ spec:
         resources: {{requests: {{storage: 1Gi}}}}
 "#
     ))
-    .expect("test manifest parses");
-    cluster.status = Some(Default::default());
-    cluster
 }
 
-struct Harness {
-    client: Client,
-    ctx: Arc<Context>,
-    clusters: Api<PostgresCluster>,
+async fn harness(replicas: u32) -> Harness {
+    Harness::new(manifest(replicas)).await
 }
 
-impl Harness {
-    async fn new(replicas: u32) -> Self {
-        let client = ClientBuilder::new()
-            .with_resource::<PostgresCluster>()
-            .with_object(manifest(replicas))
-            .build()
-            .await
-            .expect("fake client");
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            Images::default(),
-            Arc::new(Metrics::new()),
-        ));
-        Harness {
-            clusters: Api::namespaced(client.clone(), NS),
-            client,
-            ctx,
-        }
-    }
+/// Reads this file's tests need beyond the shared harness.
+trait ClusterReads {
+    async fn names<K>(&self) -> BTreeSet<String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug;
+    async fn built(&self) -> BTreeSet<(String, String)>;
+}
 
-    async fn cluster(&self) -> PostgresCluster {
-        self.clusters.get(NAME).await.expect("cluster exists")
-    }
-
-    /// One reconcile of the cluster as stored now.
-    async fn reconcile(&self) {
-        let cluster = Arc::new(self.cluster().await);
-        reconcile(cluster, self.ctx.clone())
-            .await
-            .expect("reconcile succeeds");
-    }
-
-    async fn edit(&self, change: impl FnOnce(&mut PostgresCluster)) {
-        let mut cluster = self.cluster().await;
-        change(&mut cluster);
-        self.clusters
-            .replace(NAME, &PostParams::default(), &cluster)
-            .await
-            .expect("cluster updated");
-    }
-
-    /// `(kind, name) -> resourceVersion` of every labelled object of the managed kinds.
-    async fn objects(&self) -> BTreeMap<(String, String), String> {
-        let mut out = BTreeMap::new();
-        let params = ListParams::default().labels(&naming::cluster_selector(NAME));
-        for resource in managed_kinds() {
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NS, &resource);
-            for o in api.list(&params).await.unwrap().items {
-                out.insert(
-                    (resource.kind.clone(), o.metadata.name.clone().unwrap()),
-                    o.metadata.resource_version.clone().unwrap(),
-                );
-            }
-        }
-        out
-    }
-
+impl ClusterReads for Harness {
     async fn names<K>(&self) -> BTreeSet<String>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -148,20 +89,6 @@ impl Harness {
         .map(|o| (o.kind().to_owned(), o.name().to_owned()))
         .collect()
     }
-
-    async fn condition(&self, type_: &str) -> Condition {
-        let status = self.cluster().await.status.expect("status written");
-        status
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == type_)
-            .unwrap_or_else(|| panic!("condition {type_} missing"))
-    }
-
-    async fn events(&self) -> Vec<Event> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        api.list(&ListParams::default()).await.unwrap().items
-    }
 }
 
 fn instance_sets(objects: &BTreeMap<(String, String), String>) -> BTreeSet<String> {
@@ -174,7 +101,7 @@ fn instance_sets(objects: &BTreeMap<(String, String), String>) -> BTreeSet<Strin
 
 #[tokio::test]
 async fn create_makes_every_built_object_owned_by_the_cluster() {
-    let h = Harness::new(2).await;
+    let h = harness(2).await;
     h.reconcile().await;
 
     let uid = h.cluster().await.metadata.uid.unwrap();
@@ -252,7 +179,7 @@ async fn create_makes_every_built_object_owned_by_the_cluster() {
 
 #[tokio::test]
 async fn deleted_objects_come_back() {
-    let h = Harness::new(1).await;
+    let h = harness(1).await;
     h.reconcile().await;
     let before = h.objects().await;
     let instance = instance_sets(&before).into_iter().next().unwrap();
@@ -283,7 +210,7 @@ async fn deleted_objects_come_back() {
 
 #[tokio::test]
 async fn scale_up_adds_instances_and_scale_down_keeps_volumes() {
-    let h = Harness::new(1).await;
+    let h = harness(1).await;
     h.reconcile().await;
     let one = instance_sets(&h.objects().await);
     assert_eq!(one.len(), 1);
@@ -319,7 +246,7 @@ async fn scale_up_adds_instances_and_scale_down_keeps_volumes() {
 
 #[tokio::test]
 async fn paused_cluster_changes_nothing() {
-    let h = Harness::new(1).await;
+    let h = harness(1).await;
     h.reconcile().await;
     let before = h.objects().await;
 
@@ -345,7 +272,7 @@ async fn paused_cluster_changes_nothing() {
 
 #[tokio::test]
 async fn invalid_spec_is_reported_and_touches_nothing() {
-    let h = Harness::new(1).await;
+    let h = harness(1).await;
     h.reconcile().await;
     let before = h.objects().await;
 
@@ -376,7 +303,7 @@ async fn invalid_spec_is_reported_and_touches_nothing() {
 
 #[tokio::test]
 async fn second_reconcile_of_an_unchanged_cluster_changes_nothing() {
-    let h = Harness::new(2).await;
+    let h = harness(2).await;
     h.reconcile().await;
     let objects = h.objects().await;
     let cluster_version = h.cluster().await.metadata.resource_version;
@@ -402,7 +329,7 @@ async fn second_reconcile_of_an_unchanged_cluster_changes_nothing() {
 
 #[tokio::test]
 async fn drift_is_repaired_with_an_updated_event() {
-    let h = Harness::new(1).await;
+    let h = harness(1).await;
     h.reconcile().await;
     let services: Api<Service> = Api::namespaced(h.client.clone(), NS);
     let mut primary = services.get("hippo-primary").await.unwrap();

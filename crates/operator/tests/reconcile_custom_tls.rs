@@ -3,34 +3,24 @@
 //! of its own; unusable ones stop the reconcile with the field path in the `Degraded`
 //! condition and a Warning Event, and change nothing (not even the Secrets).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod common;
 
+use common::{cluster_from, secret as text_secret, Harness, NAME, NS};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::ByteString;
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
-use kube::Client;
-use kube_fake_client::ClientBuilder;
+use kube::api::{Api, ListParams};
 use time::OffsetDateTime;
 use tusk_api::{naming, PostgresCluster};
-use tusk_operator::controller::dereference::managed_kinds;
-use tusk_operator::controller::{reconcile, Context};
-use tusk_operator::images::Images;
-use tusk_operator::metrics::Metrics;
 use tusk_pki::RootCa;
 
-const NS: &str = "db";
-const NAME: &str = "hippo";
 const SERVER_SECRET: &str = "hippo.tls";
 const REPLICATION_SECRET: &str = "hippo-repl.tls";
 
 /// The server Secret is mapped through `items` (keys named as in the reference example 03),
 /// the replication Secret uses the standard key names.
 fn manifest() -> PostgresCluster {
-    let mut cluster: PostgresCluster = serde_yaml::from_str(&format!(
+    cluster_from(&format!(
         r#"
 apiVersion: tusk.rs/v1beta1
 kind: PostgresCluster
@@ -51,25 +41,10 @@ spec:
         resources: {{requests: {{storage: 1Gi}}}}
 "#
     ))
-    .expect("test manifest parses");
-    cluster.status = Some(Default::default());
-    cluster
 }
 
 fn secret(name: &str, data: [(&str, &str); 3]) -> Secret {
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(NS.to_owned()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        ..Default::default()
-    }
+    text_secret(name, &data)
 }
 
 /// Certificates a user could bring: a CA of their own, a server certificate for the
@@ -95,7 +70,11 @@ impl UserPki {
     }
 
     fn server_secret(&self) -> Secret {
-        let now = OffsetDateTime::now_utc();
+        self.server_secret_at(OffsetDateTime::now_utc())
+    }
+
+    /// The server Secret with a leaf issued at `now` (valid for a year from then).
+    fn server_secret_at(&self, now: OffsetDateTime) -> Secret {
         let leaf = self
             .ca
             .issue_server("hippo-primary", &self.server_sans, now)
@@ -124,103 +103,30 @@ impl UserPki {
     }
 }
 
-struct Harness {
-    client: Client,
-    ctx: Arc<Context>,
+async fn harness(secrets: Vec<Secret>) -> Harness {
+    Harness::with(manifest(), secrets, |_| {}).await
 }
 
-impl Harness {
-    async fn new(secrets: Vec<Secret>) -> Self {
-        let mut builder = ClientBuilder::new()
-            .with_resource::<PostgresCluster>()
-            .with_object(manifest());
-        for s in secrets {
-            builder = builder.with_object(s);
-        }
-        let client = builder.build().await.expect("fake client");
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            Images::default(),
-            Arc::new(Metrics::new()),
-        ));
-        Harness { client, ctx }
-    }
+async fn degraded(h: &Harness) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    h.condition("Degraded").await
+}
 
-    async fn reconcile(&self) {
-        let cluster: Api<PostgresCluster> = Api::namespaced(self.client.clone(), NS);
-        let cluster = Arc::new(cluster.get(NAME).await.unwrap());
-        reconcile(cluster, self.ctx.clone())
-            .await
-            .expect("an unusable custom certificate is reported, not returned as an error");
-    }
-
-    /// `(kind, name) -> resourceVersion` of every labelled object of the managed kinds.
-    async fn objects(&self) -> BTreeMap<(String, String), String> {
-        let mut out = BTreeMap::new();
-        let params = ListParams::default().labels(&naming::cluster_selector(NAME));
-        for resource in managed_kinds() {
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NS, &resource);
-            for o in api.list(&params).await.unwrap().items {
-                out.insert(
-                    (resource.kind.clone(), o.metadata.name.clone().unwrap()),
-                    o.metadata.resource_version.clone().unwrap(),
-                );
-            }
-        }
-        out
-    }
-
-    async fn secret(&self, name: &str) -> Option<Secret> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), NS);
-        api.get_opt(name).await.unwrap()
-    }
-
-    async fn replace_secret(&self, mut secret: Secret) {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), NS);
-        let name = secret.metadata.name.clone().unwrap();
-        secret.metadata.resource_version = api.get(&name).await.unwrap().metadata.resource_version;
-        api.replace(&name, &PostParams::default(), &secret)
-            .await
-            .unwrap();
-    }
-
-    async fn degraded(&self) -> Condition {
-        let api: Api<PostgresCluster> = Api::namespaced(self.client.clone(), NS);
-        let status = api.get(NAME).await.unwrap().status.expect("status written");
-        status
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Degraded")
-            .expect("a Degraded condition")
-    }
-
-    async fn warnings(&self, reason: &str) -> Vec<String> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        api.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| {
-                e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
-            })
-            .map(|e| e.note.unwrap_or_default())
-            .collect()
-    }
+async fn warnings(h: &Harness, reason: &str) -> Vec<String> {
+    h.event_notes("Warning", reason).await
 }
 
 /// A reconcile with `secrets` is refused: `Degraded` with reason `InvalidCustomTLS` and a
 /// message naming `field` and containing `detail`, the same in a Warning Event, and nothing
 /// created.
 async fn assert_refused(secrets: Vec<Secret>, field: &str, detail: &str) {
-    let h = Harness::new(secrets).await;
+    let h = harness(secrets).await;
     h.reconcile().await;
-    let degraded = h.degraded().await;
+    let degraded = degraded(&h).await;
     assert_eq!(degraded.status, "True");
     assert_eq!(degraded.reason, "InvalidCustomTLS");
     let names_it = |text: &str| text.contains(&format!("{field}: ")) && text.contains(detail);
     assert!(names_it(&degraded.message), "{}", degraded.message);
-    let warnings = h.warnings("InvalidCustomTLS").await;
+    let warnings = warnings(&h, "InvalidCustomTLS").await;
     assert!(warnings.iter().any(|w| names_it(w)), "{warnings:?}");
     assert!(h.objects().await.is_empty(), "nothing may be created");
 }
@@ -229,10 +135,10 @@ async fn assert_refused(secrets: Vec<Secret>, field: &str, detail: &str) {
 async fn valid_custom_secrets_are_projected_and_no_certificate_is_issued() {
     let pki = UserPki::good();
     let (server, replication) = (pki.server_secret(), pki.replication_secret());
-    let h = Harness::new(vec![server.clone(), replication.clone()]).await;
+    let h = harness(vec![server.clone(), replication.clone()]).await;
     h.reconcile().await;
 
-    let degraded = h.degraded().await;
+    let degraded = degraded(&h).await;
     assert_eq!(degraded.status, "False", "{}", degraded.message);
     let objects = h.objects().await;
     assert!(objects.keys().any(|(kind, _)| kind == "StatefulSet"));
@@ -257,13 +163,13 @@ async fn valid_custom_secrets_are_projected_and_no_certificate_is_issued() {
         .remove(0);
     let volumes = serde_json::to_string(&set.spec.unwrap().template.spec.unwrap().volumes).unwrap();
     assert!(volumes.contains(SERVER_SECRET) && volumes.contains(REPLICATION_SECRET));
-    assert!(h.warnings("CustomTLSWarning").await.is_empty());
+    assert!(warnings(&h, "CustomTLSWarning").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_different_ca_in_the_replication_secret_is_refused_and_changes_nothing() {
     let pki = UserPki::good();
-    let h = Harness::new(vec![pki.server_secret(), pki.replication_secret()]).await;
+    let h = harness(vec![pki.server_secret(), pki.replication_secret()]).await;
     h.reconcile().await;
     let before = h.objects().await;
 
@@ -271,7 +177,7 @@ async fn a_different_ca_in_the_replication_secret_is_refused_and_changes_nothing
     h.replace_secret(other.replication_secret()).await;
     h.reconcile().await;
 
-    let degraded = h.degraded().await;
+    let degraded = degraded(&h).await;
     assert_eq!(degraded.reason, "InvalidCustomTLS");
     assert!(
         degraded
@@ -281,7 +187,7 @@ async fn a_different_ca_in_the_replication_secret_is_refused_and_changes_nothing
         degraded.message
     );
     assert_eq!(h.objects().await, before, "running objects are untouched");
-    assert!(!h.warnings("InvalidCustomTLS").await.is_empty());
+    assert!(!warnings(&h, "InvalidCustomTLS").await.is_empty());
 }
 
 #[tokio::test]
@@ -346,20 +252,71 @@ async fn missing_primary_names_warn_but_the_reconcile_proceeds() {
         server_sans: vec!["hippo-primary".into()],
         ..UserPki::good()
     };
-    let h = Harness::new(vec![pki.server_secret(), pki.replication_secret()]).await;
+    let h = harness(vec![pki.server_secret(), pki.replication_secret()]).await;
     h.reconcile().await;
 
-    assert_eq!(h.degraded().await.status, "False");
+    assert_eq!(degraded(&h).await.status, "False");
     assert!(h
         .objects()
         .await
         .keys()
         .any(|(kind, _)| kind == "StatefulSet"));
-    let warnings = h.warnings("CustomTLSWarning").await;
+    let warnings = warnings(&h, "CustomTLSWarning").await;
     assert!(
         warnings.iter().any(|w| w.contains("spec.customTLSSecret")
             && w.contains("hippo-primary.db.svc.cluster.local")
             && !w.contains("hippo-primary, ")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_server_certificate_is_refused_with_its_field() {
+    let pki = UserPki::good();
+    let two_years_ago = OffsetDateTime::now_utc() - time::Duration::days(730);
+    assert_refused(
+        vec![
+            pki.server_secret_at(two_years_ago),
+            pki.replication_secret(),
+        ],
+        "spec.customTLSSecret.items",
+        "tls.crt expired at",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_leaf_signed_by_another_ca_than_its_ca_crt_is_refused() {
+    let pki = UserPki::good();
+    let other = UserPki::good();
+    let mut replication = pki.replication_secret();
+    let foreign = other.replication_secret().data.unwrap()["tls.crt"].clone();
+    replication
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("tls.crt".into(), foreign);
+    assert_refused(
+        vec![pki.server_secret(), replication],
+        "spec.customReplicationTLSSecret.name",
+        "tls.crt is not signed by the Secret's ca.crt",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_certificate_near_its_end_warns_but_the_reconcile_proceeds() {
+    let pki = UserPki::good();
+    // Issued 300 of its 365 days ago: less than a third left.
+    let old = OffsetDateTime::now_utc() - time::Duration::days(300);
+    let h = harness(vec![pki.server_secret_at(old), pki.replication_secret()]).await;
+    h.reconcile().await;
+    assert_eq!(degraded(&h).await.status, "False");
+    let warnings = warnings(&h, "CustomTLSWarning").await;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("spec.customTLSSecret: tls.crt expires at")),
         "{warnings:?}"
     );
 }

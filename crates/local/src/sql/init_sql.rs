@@ -20,7 +20,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 use tusk_api::model::ConfigMapKey;
 
-use super::{ConnectTarget, SqlError, MAINTENANCE_DATABASE};
+use super::{ClientCert, ConnectTarget, Pem, SqlError, MAINTENANCE_DATABASE};
 
 /// The marker's file name inside the state directory.
 pub const INIT_SQL_MARKER: &str = "database-init-sql.sha256";
@@ -114,12 +114,19 @@ fn psql_command(target: &ConnectTarget, psql: &Path, sql_file: &Path) -> Command
         None => {
             cmd.env("PGHOST", &target.host)
                 .env("PGSSLMODE", "verify-full");
-            if let Some(ca) = &target.ca_file {
+            if let Some(address) = target.hostaddr {
+                cmd.env("PGHOSTADDR", address.to_string());
+            }
+            // psql reads certificates from files only; local targets always name files.
+            if let Some(Pem::File(ca)) = &target.ca {
                 cmd.env("PGSSLROOTCERT", ca);
             }
-            if let Some(client) = &target.client_cert {
-                cmd.env("PGSSLCERT", &client.cert)
-                    .env("PGSSLKEY", &client.key);
+            if let Some(ClientCert {
+                cert: Pem::File(cert),
+                key: Pem::File(key),
+            }) = &target.client_cert
+            {
+                cmd.env("PGSSLCERT", cert).env("PGSSLKEY", key);
             }
             if let Some(password) = &target.password {
                 cmd.env("PGPASSWORD", password);

@@ -173,10 +173,11 @@ impl TestServer {
     pub fn tcp_user(&self, user: &str, password: &str) -> ConnectTarget {
         ConnectTarget {
             host: self.host.clone(),
+            hostaddr: None,
             port: self.port,
             socket_dir: None,
             user: user.to_owned(),
-            ca_file: Some(self.ca_file.clone()),
+            ca: Some(tusk_local::sql::Pem::File(self.ca_file.clone())),
             client_cert: None,
             password: Some(password.to_owned()),
         }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use tokio_postgres::Client;
 use tusk_config::users::{ActualDatabase, ActualRole, RoleAttributes};
 
-use super::{connect, describe, ConnectTarget, SqlError};
+use crate::{connect, describe, ConnectTarget, SqlError};
 
 const ROLES: &str = "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb, \
      rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolpassword \
