@@ -25,6 +25,12 @@ pub const LABEL_ROLE: &str = "tusk.rs/role";
 pub const LABEL_PGBACKREST: &str = "tusk.rs/pgbackrest";
 pub const LABEL_PGBACKREST_BACKUP: &str = "tusk.rs/pgbackrest-backup";
 pub const LABEL_PGBACKREST_REPO: &str = "tusk.rs/pgbackrest-repo";
+/// On restore Jobs and their pods: the cluster restored into.
+pub const LABEL_PGBACKREST_RESTORE: &str = "tusk.rs/pgbackrest-restore";
+/// On the stanza-create Job and its pod.
+pub const LABEL_PGBACKREST_STANZA: &str = "tusk.rs/pgbackrest-stanza";
+/// `tusk.rs/pgbackrest-backup` value of the Job the backup annotation starts.
+pub const BACKUP_MANUAL: &str = "manual";
 /// On user Secrets: the role the Secret is for.
 pub const LABEL_USER: &str = "tusk.rs/pguser";
 /// On objects that hold a kind of data for the cluster (`pguser`, `cluster-cert`, ...).
@@ -64,11 +70,18 @@ pub const CONTAINER_PGBACKREST_CONFIG: &str = "pgbackrest-config";
 pub const CONTAINER_EXPORTER: &str = "exporter";
 pub const CONTAINER_PGBOUNCER: &str = "pgbouncer";
 pub const CONTAINER_PGBOUNCER_CONFIG: &str = "pgbouncer-config";
+/// Instance pod sidecar that makes Patroni and PostgreSQL re-read renewed certificate files.
+pub const CONTAINER_TLS_RELOAD: &str = "tls-reload";
 
 /// Operator CA Secret, in the operator's namespace.
 pub const ROOT_CA_SECRET: &str = "tusk-root-cacert";
 /// The replication role; its client certificate's CN.
+/// The DNS domain of Kubernetes Services (`<svc>.<ns>.svc.cluster.local`).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 pub const REPLICATION_USER: &str = "_tusk_repl";
+/// CN of the operator's own client certificate: pg_ident maps exactly this name to the
+/// superuser for TLS connections with a certificate (the operator's SQL step).
+pub const OPERATOR_CLIENT_CN: &str = "_tusk_operator";
 pub const SUPERUSER: &str = "postgres";
 /// The role PgBouncer's `auth_query` logs in as: it can read password verifiers only through
 /// one SECURITY DEFINER function (`tusk_config::pgbouncer`), never `pg_authid` itself.
@@ -207,6 +220,11 @@ impl ClusterNames {
     pub fn replication_cert_secret(&self) -> String {
         self.derived("replication-cert")
     }
+    /// ConfigMap with the CA bundle PostgreSQL verifies client certificates against when the
+    /// spec brings its own server certificate (`customTLSSecret`).
+    pub fn client_ca_config_map(&self) -> String {
+        self.derived("client-ca")
+    }
     pub fn user_secret(&self, user: &str) -> String {
         self.derived(&format!("pguser-{user}"))
     }
@@ -238,6 +256,20 @@ impl ClusterNames {
     pub fn backup_cron_job(&self, repo: &str, backup_type: &str) -> String {
         self.derived(&format!("{repo}-{backup_type}"))
     }
+    /// Job of the manual backup requested by annotation value `id`: `<cluster>-backup-<hash>`
+    /// (the PGO family's `-backup-` plus a hash of the id, so a new value is a new Job and the
+    /// same value again names the same one).
+    pub fn manual_backup_job(&self, id: &str) -> String {
+        self.derived(&format!("backup-{}", short_hash(id)))
+    }
+    /// Job restoring a backup into the first instance's volume (clone or in-place restore).
+    pub fn restore_job(&self) -> String {
+        self.derived("pgbackrest-restore")
+    }
+    /// Job running `pgbackrest stanza-create` once the primary is up.
+    pub fn stanza_create_job(&self) -> String {
+        self.derived("stanza-create")
+    }
     pub fn pgbouncer(&self) -> String {
         self.derived("pgbouncer")
     }
@@ -252,6 +284,22 @@ impl ClusterNames {
     pub fn service_host(&self, service: &str, namespace: &str) -> String {
         format!("{service}.{namespace}.svc")
     }
+}
+
+/// Five base-36 characters of FNV-1a over `s`: short, stable across releases, DNS-safe.
+/// Not a security boundary.
+fn short_hash(s: &str) -> String {
+    let mut h = s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..5)
+        .map(|_| {
+            let d = digits[(h % 36) as usize] as char;
+            h /= 36;
+            d
+        })
+        .collect()
 }
 
 /// Names derived from one instance (`<cluster>-<set>-<suffix>`).
@@ -334,6 +382,12 @@ mod tests {
         assert_eq!(n.instance("instance1", "wm5p"), "hippo-instance1-wm5p");
         assert_eq!(n.repo_host(), "hippo-repo-host");
         assert_eq!(n.pgbackrest_config_map(), "hippo-pgbackrest-config");
+        assert_eq!(n.restore_job(), "hippo-pgbackrest-restore");
+        let backup = n.manual_backup_job("2024-01-01");
+        assert!(backup.starts_with("hippo-backup-") && backup.len() == "hippo-backup-".len() + 5);
+        assert_eq!(backup, n.manual_backup_job("2024-01-01"));
+        assert_ne!(backup, n.manual_backup_job("2024-01-02"));
+        assert!(check_label(&backup, DnsLabel::MAX).is_ok());
         assert_eq!(
             instance_pgdata_pvc("hippo-instance1-wm5p"),
             "hippo-instance1-wm5p-pgdata"

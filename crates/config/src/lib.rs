@@ -3,6 +3,7 @@
 //! exporter queries). Shared by the operator (files in ConfigMaps) and `tusk local` (files on
 //! disk) so there is one source of truth. No Kubernetes calls, no I/O.
 
+pub mod custom_tls;
 pub mod exporter;
 pub mod hba;
 pub mod merge;
@@ -11,7 +12,9 @@ pub mod paths;
 pub mod patroni;
 pub mod pgbackrest;
 pub mod pgbouncer;
+pub mod restore;
 pub mod service_roles;
+pub mod uri;
 pub mod users;
 pub mod yaml;
 

@@ -31,8 +31,10 @@ pub struct ClusterMember {
 }
 
 impl ClusterMember {
+    /// The leader of the cluster: a primary, or the standby leader of a standby cluster
+    /// (which leads its members while following a remote source).
     pub fn is_leader(&self) -> bool {
-        self.role == "leader" || self.role == "master"
+        matches!(self.role.as_str(), "leader" | "master" | "standby_leader")
     }
 }
 
@@ -64,13 +66,22 @@ impl PatroniApi {
             what: format!("loading {what} from {}", dir.display()),
             reason: e.to_string(),
         };
-        let ca = Certificate::from_pem(&read(TLS_CA_FILE)?).map_err(|e| bad_pem("CA", e))?;
+        // Every root of the bundle: during a CA rollover members serve leaves of either.
+        let ca_bundle = read(TLS_CA_FILE)?;
+        let roots = ureq::tls::parse_pem(&ca_bundle)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad_pem("CA", e))?;
         let cert =
             Certificate::from_pem(&read(TLS_CERT_FILE)?).map_err(|e| bad_pem("certificate", e))?;
         let key = PrivateKey::from_pem(&read(TLS_KEY_FILE)?).map_err(|e| bad_pem("key", e))?;
         crate::tls::install_crypto_provider();
         let tls = TlsConfig::builder()
-            .root_certs(RootCerts::new_with_certs(&[ca]))
+            .root_certs(RootCerts::new_with_certs(&roots))
             .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
             .build();
         let agent = ureq::Agent::config_builder()
@@ -154,21 +165,57 @@ impl PatroniApi {
 /// Deletes `key` from etcd through its v3 JSON gateway (plain HTTP on loopback, as Patroni
 /// itself talks to it).
 pub fn etcd_delete(endpoint: &str, key: &str) -> Result<()> {
+    let key64 = base64::engine::general_purpose::STANDARD.encode(key);
+    etcd_call(
+        endpoint,
+        "deleterange",
+        json!({ "key": key64 }),
+        &format!("deleting etcd key {key}"),
+    )
+}
+
+/// Deletes every key starting with `prefix` (etcd's range end: the prefix with its last
+/// byte incremented).
+pub fn etcd_delete_prefix(endpoint: &str, prefix: &str) -> Result<()> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    etcd_call(
+        endpoint,
+        "deleterange",
+        json!({ "key": encode(prefix.as_bytes()), "range_end": encode(&end) }),
+        &format!("deleting etcd keys {prefix}*"),
+    )
+}
+
+/// Writes `value` at `key`.
+pub fn etcd_put(endpoint: &str, key: &str, value: &str) -> Result<()> {
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    etcd_call(
+        endpoint,
+        "put",
+        json!({ "key": encode(key), "value": encode(value) }),
+        &format!("writing etcd key {key}"),
+    )
+}
+
+/// One request to etcd's v3 JSON gateway (`/v3/kv/<call>`).
+fn etcd_call(endpoint: &str, call: &str, body: Value, what: &str) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into();
-    let url = format!("http://{endpoint}/v3/kv/deleterange");
-    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
     let fail = |reason: String| Error::Http {
-        what: format!("deleting etcd key {key}"),
+        what: what.into(),
         reason,
     };
     let response = agent
-        .post(&url)
-        .send_json(json!({ "key": encoded }))
+        .post(&format!("http://{endpoint}/v3/kv/{call}"))
+        .send_json(body)
         .map_err(|e| fail(e.to_string()))?;
     if !response.status().is_success() {
         return Err(fail(format!("HTTP {}", response.status())));

@@ -5,8 +5,12 @@
 //!
 //! TLS: [`tls_material`] keeps the certificates the controller read from the
 //! `<c>-cluster-cert` / `<c>-replication-cert` Secrets while they are still good for the
-//! current CA and names, and issues new ones from the operator root CA otherwise. Pure: the
-//! caller passes the CA, what exists and the time; nothing here reads or writes the API.
+//! current CA and names, and issues new ones from the operator root CA otherwise. The `ca.crt`
+//! it publishes is a rollover bundle: after a new root (see `controller::root_ca`) it keeps
+//! the previous root, read from the cluster's own published `ca.crt`, until no leaf found in
+//! the Secrets chains to it. With `customTLSSecret`, [`custom_client_ca_bundle`] is the
+//! client-CA file (user CA + operator root) and says what that lets in. Pure: the caller passes the CA, what exists and the time; nothing
+//! here reads or writes the API.
 
 use std::collections::BTreeMap;
 
@@ -48,8 +52,14 @@ pub struct TlsMaterial {
 pub struct Material {
     /// Password per user name.
     pub passwords: BTreeMap<String, String>,
+    /// SCRAM-SHA-256 verifier of each `spec.users` password: the Secret's `verifier` key and
+    /// exactly what the SQL step stores in `pg_authid` (see [`user_verifiers`]).
+    pub verifiers: BTreeMap<String, String>,
     /// `None` when `spec.customTLSSecret` is used.
     pub tls: Option<TlsMaterial>,
+    /// Only with `spec.customTLSSecret`: the client-CA bundle of `<c>-client-ca`
+    /// ([`custom_client_ca_bundle`]). Set by the controller once it has read the user's Secret.
+    pub custom_client_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for Material {
@@ -76,11 +86,21 @@ impl Material {
                 .chain(service_roles(cluster).into_iter().map(str::to_owned))
                 .map(|name| (name, PLACEHOLDER.to_owned()))
                 .collect(),
+            verifiers: cluster
+                .users
+                .iter()
+                .map(|u| (u.name.to_string(), PLACEHOLDER.to_owned()))
+                .collect(),
             tls: cluster.tls.custom_server.is_none().then(|| TlsMaterial {
                 ca_bundle_pem: PLACEHOLDER.to_owned(),
                 server: pair(),
                 replication: pair(),
             }),
+            custom_client_ca_pem: cluster
+                .tls
+                .custom_server
+                .is_some()
+                .then(|| PLACEHOLDER.to_owned()),
         }
     }
 }
@@ -115,6 +135,32 @@ pub fn user_passwords(
         .collect()
 }
 
+/// A SCRAM-SHA-256 verifier for each `spec.users` password: the one in `existing` (read from
+/// the user's Secret) while it still verifies the password, so the Secret and `pg_authid`
+/// stay byte-for-byte stable across reconciles; a new one (fresh salt) when the password
+/// changed or there was none. Costs one PBKDF2 (4096 rounds) per user and reconcile.
+pub fn user_verifiers(
+    cluster: &ValidatedCluster,
+    passwords: &BTreeMap<String, String>,
+    existing: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    use tusk_config::users::ScramVerifier;
+    cluster
+        .users
+        .iter()
+        .filter_map(|user| {
+            let name = user.name.to_string();
+            let password = passwords.get(&name)?;
+            let kept = existing
+                .get(&name)
+                .filter(|v| ScramVerifier::parse(v).is_some_and(|v| v.verifies(password)))
+                .cloned();
+            let verifier = kept.unwrap_or_else(|| ScramVerifier::new(password).to_string());
+            Some((name, verifier))
+        })
+        .collect()
+}
+
 /// Roles Tusk itself logs in as and the spec turns on: PgBouncer's auth role and the
 /// exporter's. Their passwords live in `<c>-pgbouncer` / `<c>-monitoring` (key `password`).
 pub fn service_roles(cluster: &ValidatedCluster) -> Vec<&'static str> {
@@ -139,8 +185,7 @@ pub fn generate_password(kind: PasswordType, rng: &mut impl rand::CryptoRng) -> 
     tusk_pki::password::generate_password(alphabet, rng)
 }
 
-/// DNS domain of the Kubernetes cluster, used for fully qualified Service and pod names.
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
+pub use tusk_api::naming::CLUSTER_DOMAIN;
 
 impl From<tusk_pki::Leaf> for CertPair {
     fn from(leaf: tusk_pki::Leaf) -> Self {
@@ -188,6 +233,9 @@ pub struct ExistingTls {
     pub server: Option<CertPair>,
     /// From `<c>-replication-cert`.
     pub replication: Option<CertPair>,
+    /// The `ca.crt` bundle published in `<c>-cluster-cert`: what the cluster's peers trust now,
+    /// and so the only record of a previous root once the root Secret was replaced.
+    pub ca_bundle: Option<String>,
 }
 
 /// The cluster's Tusk-issued certificates, or `None` when the spec brings its own
@@ -198,6 +246,11 @@ pub struct ExistingTls {
 /// server certificate must cover every name of [`server_dns_names`], the replication client
 /// certificate must be for [`REPLICATION_USER`]. Anything else is reissued, so a CA rollover,
 /// an approaching expiry, a new name or a hand-edited Secret all heal on the next reconcile.
+///
+/// The CA bundle is `ca` first, then each root of the published bundle that signed one of the
+/// existing leaves ([`tusk_pki::rollover_bundle`]): on the reconcile that reissues leaves from
+/// a new root the old root stays trusted, so peers still holding old leaves keep
+/// authenticating; the next reconcile, finding only new leaves, drops it.
 pub fn tls_material(
     cluster: &ValidatedCluster,
     ca: &RootCa,
@@ -229,11 +282,37 @@ pub fn tls_material(
         Some(pair) => pair.clone(),
         None => ca.issue_client(REPLICATION_USER, now)?.into(),
     };
+    let leaves_in_use: Vec<&str> = [&existing.server, &existing.replication]
+        .into_iter()
+        .flatten()
+        .map(|pair| pair.cert_pem.as_str())
+        .collect();
+    let ca_bundle_pem = tusk_pki::rollover_bundle(
+        ca.cert_pem(),
+        existing.ca_bundle.as_deref().unwrap_or_default(),
+        &leaves_in_use,
+    );
     Ok(Some(TlsMaterial {
-        ca_bundle_pem: ca.cert_pem().to_owned(),
+        ca_bundle_pem,
         server,
         replication,
     }))
+}
+
+/// The CA bundle a `customTLSSecret` cluster verifies CLIENT certificates against: the user's
+/// `ca.crt` (their clients, replication), then the operator root (the operator's own
+/// `_tusk_operator` certificate for the SQL step). Published in `<c>-client-ca` and projected
+/// as the server directory's `ca.crt` (see `build::volumes`).
+///
+/// What this trusts, stated plainly: PostgreSQL cannot tie a pg_hba `cert` rule to one issuer
+/// (`clientname=CN|DN` matches the subject only, and `ssl_ca_file` is one file for every
+/// rule). So anyone holding the user's CA key can mint a `_tusk_operator` certificate and
+/// become the superuser, and any operator-root certificate for [`REPLICATION_USER`] (every
+/// Tusk-issued cluster's replication certificate) can stream from this cluster. Both CAs are
+/// already trusted with the data this cluster holds: the user's signs its server certificate,
+/// the operator's runs its SQL.
+pub fn custom_client_ca_bundle(user_ca_pem: &str, root: &RootCa) -> String {
+    tusk_pki::trust_bundle(&[user_ca_pem, root.cert_pem()])
 }
 
 /// Issued by `ca`, key and certificate belong together, not due for renewal.
@@ -275,9 +354,27 @@ mod tests {
     fn debug_never_shows_secrets() {
         let m = Material {
             passwords: BTreeMap::from([("u".to_owned(), "s3cret".to_owned())]),
+            verifiers: BTreeMap::from([("u".to_owned(), "SCRAM-SHA-256$s3cret".to_owned())]),
             tls: None,
+            custom_client_ca_pem: None,
         };
         assert!(!format!("{m:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn verifiers_are_kept_while_they_verify_the_password() {
+        let cluster = cluster("  users: [{name: rhino}]\n");
+        let passwords = BTreeMap::from([("rhino".to_owned(), "first".to_owned())]);
+        let first = user_verifiers(&cluster, &passwords, &BTreeMap::new());
+        let parsed = tusk_config::users::ScramVerifier::parse(&first["rhino"]).unwrap();
+        assert!(parsed.verifies("first"));
+        assert_eq!(user_verifiers(&cluster, &passwords, &first), first);
+        let changed = BTreeMap::from([("rhino".to_owned(), "second".to_owned())]);
+        let renewed = user_verifiers(&cluster, &changed, &first);
+        assert_ne!(renewed, first);
+        assert!(tusk_config::users::ScramVerifier::parse(&renewed["rhino"])
+            .unwrap()
+            .verifies("second"));
     }
 
     const ISSUED_UNIX: i64 = 1_900_000_000; // 2030-03-17, explicit: no wall clock in tests
@@ -327,6 +424,7 @@ mod tests {
         ExistingTls {
             server: Some(tls.server.clone()),
             replication: Some(tls.replication.clone()),
+            ca_bundle: Some(tls.ca_bundle_pem.clone()),
         }
     }
 
@@ -397,7 +495,14 @@ mod tests {
         assert_ne!(rolled.server, first.server);
         assert_ne!(rolled.replication, first.replication);
         assert!(tusk_pki::issued_by(&rolled.server.cert_pem, &new_ca));
-        assert_eq!(rolled.ca_bundle_pem, new_ca.cert_pem());
+        // Old leaves were in use: the old root stays trusted beside the new one, once.
+        assert_eq!(
+            tusk_pki::bundle_certificates(&rolled.ca_bundle_pem),
+            [new_ca.cert_pem(), ca.cert_pem()]
+        );
+        let settled = issue(&cluster, &new_ca, &kept(&rolled));
+        assert_eq!(settled.server, rolled.server);
+        assert_eq!(settled.ca_bundle_pem, new_ca.cert_pem());
 
         // 250 of 365 days is past the 2/3 mark.
         let late = tls_material(&cluster, &ca, &kept(&first), at(250))
@@ -412,6 +517,7 @@ mod tests {
         let existing = ExistingTls {
             server: Some(narrow.clone().into()),
             replication: Some(first.replication.clone()),
+            ca_bundle: None,
         };
         let widened = issue(&cluster, &ca, &existing);
         assert_ne!(widened.server.cert_pem, narrow.cert_pem);
@@ -434,6 +540,7 @@ mod tests {
                 key_pem: first.replication.key_pem.clone(),
             }),
             replication: Some(other_role.clone()),
+            ca_bundle: None,
         };
         let healed = issue(&cluster, &ca, &existing);
         assert_ne!(healed.server.cert_pem, first.server.cert_pem);
@@ -465,7 +572,8 @@ mod tests {
             "{:?}",
             ExistingTls {
                 server: None,
-                replication: Some(pair)
+                replication: Some(pair),
+                ca_bundle: None,
             }
         );
         assert!(

@@ -90,11 +90,14 @@ fn sidecars_follow_the_database_container() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(names, ["database", "log-shipper"]);
+    // Tusk's own sidecars first (the certificate reloader on every instance), the user's last.
+    assert_eq!(names, ["database", "tls-reload", "log-shipper"]);
     let Managed::StatefulSet(slow) = find(&objects, "StatefulSet", "zebra-slow-wm5p") else {
         unreachable!()
     };
-    assert_eq!(pod_spec(slow).containers.len(), 1);
+    assert_eq!(pod_spec(slow).containers.len(), 2);
+    // The reloader signals Patroni across containers: one process namespace per pod.
+    assert_eq!(pod_spec(slow).share_process_namespace, Some(true));
 }
 
 #[test]
@@ -233,8 +236,11 @@ fn owner_references_are_present_exactly_when_the_cluster_has_a_uid() {
 #[test]
 fn custom_tls_projections_are_used_with_their_items() {
     let objects = build_placeholders(&example("03"));
-    // Tusk issues nothing when the user brings certificates.
+    // Tusk issues nothing when the user brings certificates; it publishes the client-CA bundle.
     assert!(!objects.iter().any(|o| o.name().ends_with("-cert")));
+    assert!(objects
+        .iter()
+        .any(|o| o.kind() == "ConfigMap" && o.name() == "keycloakdb-client-ca"));
     for sts in statefulsets(&objects) {
         let volume = pod_spec(sts)
             .volumes
@@ -245,13 +251,8 @@ fn custom_tls_projections_are_used_with_their_items() {
             .unwrap();
         let projected = volume.projected.as_ref().unwrap();
         assert_eq!(projected.default_mode, Some(0o640));
-        let secrets: Vec<_> = projected
-            .sources
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|s| s.secret.as_ref().unwrap())
-            .collect();
+        let sources = projected.sources.as_ref().unwrap();
+        let secrets: Vec<_> = sources.iter().filter_map(|s| s.secret.as_ref()).collect();
         assert_eq!(secrets[0].name, "hippo.tls");
         let server: Vec<(&str, &str)> = secrets[0]
             .items
@@ -262,11 +263,16 @@ fn custom_tls_projections_are_used_with_their_items() {
             .collect();
         assert_eq!(
             server,
-            [
-                ("hippo-tls.crt", "tls.crt"),
-                ("hippo-tls.key", "tls.key"),
-                ("hippo-ca.crt", "ca.crt")
-            ]
+            [("hippo-tls.crt", "tls.crt"), ("hippo-tls.key", "tls.key")]
+        );
+        // The client-CA file is the Tusk-owned bundle (user CA + operator root), so the
+        // operator's client certificate passes; the user's `ca.crt` is not projected here.
+        let client_ca = sources[1].config_map.as_ref().unwrap();
+        assert_eq!(client_ca.name, "keycloakdb-client-ca");
+        let items = client_ca.items.as_ref().unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("ca.crt", "ca.crt")
         );
         // The replication Secret has no items: its standard keys land in the sub-directory.
         assert_eq!(secrets[1].name, "hippo-replication.tls");

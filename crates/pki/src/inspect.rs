@@ -62,7 +62,14 @@ pub fn needs_renewal(cert_pem: &str, now: OffsetDateTime) -> Result<bool> {
 /// Whether `cert_pem` was signed by `ca`'s key under `ca`'s subject name. False for anything
 /// unparseable.
 pub fn issued_by(cert_pem: &str, ca: &RootCa) -> bool {
-    let signed = with_certificate(ca.cert_pem(), |ca_cert| {
+    signed_by(cert_pem, ca.cert_pem())
+}
+
+/// Whether `cert_pem` was signed by the CA certificate `ca_cert_pem` (its subject and key):
+/// [`issued_by`] for a CA whose private key is gone, e.g. the previous root during a rollover.
+/// False for anything unparseable.
+pub fn signed_by(cert_pem: &str, ca_cert_pem: &str) -> bool {
+    let signed = with_certificate(ca_cert_pem, |ca_cert| {
         with_certificate(cert_pem, |cert| {
             cert.issuer() == ca_cert.subject()
                 && cert.verify_signature(Some(ca_cert.public_key())).is_ok()

@@ -1,6 +1,7 @@
 //! Tusk's certificate authority: one operator root CA ([`RootCa`]) issues the server and
 //! client certificates ([`Leaf`]) of every cluster, and [`needs_renewal`] decides when a
-//! certificate is replaced (at 2/3 of its lifetime).
+//! certificate is replaced (at 2/3 of its lifetime); [`rollover_bundle`] decides which roots
+//! peers trust while leaves move from an old root to a new one.
 //!
 //! Pure: the caller passes the current time in and stores the PEM wherever it likes (the
 //! operator in Secrets, `tusk local` in files). Key material comes from the OS CSPRNG through
@@ -9,13 +10,16 @@
 mod authority;
 mod inspect;
 pub mod password;
+mod rollover;
 
 pub use authority::{
     Leaf, RootCa, CLOCK_SKEW_ALLOWANCE, LEAF_LIFETIME, ROOT_CA_COMMON_NAME, ROOT_CA_LIFETIME,
 };
 pub use inspect::{
-    common_name, dns_names, issued_by, key_matches, needs_renewal, renew_at, trust_bundle,
+    common_name, dns_names, issued_by, key_matches, needs_renewal, renew_at, signed_by,
+    trust_bundle,
 };
+pub use rollover::{bundle_certificates, rollover_bundle};
 
 /// Everything in this crate that can fail, named for the step that failed.
 #[derive(Debug, thiserror::Error)]

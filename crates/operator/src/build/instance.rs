@@ -5,7 +5,11 @@
 //! remove a chosen one, e.g. never the primary first. For the same reason the update strategy
 //! is `OnDelete`: the StatefulSet controller never restarts a pod by itself; Tusk's
 //! controller rolls instances whose pod is outdated, replicas first, one at a time, each
-//! healthy before the next, then a switchover, then the old primary last. Pure.
+//! healthy before the next, then a switchover, then the old primary last.
+//!
+//! The pod: `database` (Patroni), `tls-reload` (`super::tls_reload`: SIGHUPs Patroni when the
+//! kubelet updates the certificate files, hence `shareProcessNamespace`), the pgBackRest and
+//! exporter sidecars when configured, then the user's containers. Pure.
 
 use std::collections::BTreeSet;
 
@@ -95,7 +99,10 @@ fn instance_pod_template(
         naming::ANNOTATION_CONFIG_HASH.to_owned(),
         ctx.config_hash.to_owned(),
     );
-    let mut containers = vec![database_container(cluster, set, ctx)];
+    let mut containers = vec![
+        database_container(cluster, set, ctx),
+        super::tls_reload::tls_reload_container(cluster, ctx.image),
+    ];
     containers.extend(super::pgbackrest::instance_sidecar(
         cluster,
         set.wal_volume.is_some(),
@@ -118,6 +125,8 @@ fn instance_pod_template(
             service_account_name: Some(cluster.names.instance_rbac()),
             // Patroni is the DCS client: it needs the account's token.
             automount_service_account_token: Some(true),
+            // The `tls-reload` sidecar signals Patroni when certificates are renewed.
+            share_process_namespace: Some(true),
             // Dozens of `*_SERVICE_HOST` variables per Service in the namespace are noise at
             // best and can collide with PostgreSQL's `PG*` settings at worst.
             enable_service_links: Some(false),

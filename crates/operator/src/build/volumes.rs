@@ -1,16 +1,19 @@
 //! An instance's storage and the volumes of its pod: the `<instance>-pgdata` (and `-pgwal`)
 //! PersistentVolumeClaims, and the pod volumes/mounts for data, Patroni's configuration,
-//! certificates and scratch space.
+//! certificates and scratch space, and the `<c>-client-ca` ConfigMap a `customTLSSecret`
+//! cluster's pods take their client-CA file from (see [`client_ca_config_map`]).
 //!
 //! PVCs are separate objects rather than `volumeClaimTemplates`: a StatefulSet's templates
 //! are immutable (no resize through the spec) and tie the claim's life to the StatefulSet's,
 //! while Tusk keeps an instance's data when its StatefulSet is removed on scale-down so the
 //! instance can be brought back on it. Pure.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaim,
-    PersistentVolumeClaimVolumeSource, ProjectedVolumeSource, SecretProjection, Volume,
-    VolumeMount, VolumeProjection,
+    ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, ProjectedVolumeSource,
+    SecretProjection, Volume, VolumeMount, VolumeProjection,
 };
 use tusk_api::model::InstanceSetSpec;
 use tusk_api::naming::{self, instance_labels};
@@ -175,34 +178,91 @@ fn replication_dir_inside_server_dir() -> Option<&'static str> {
 /// the sub-directory: a second volume mounted inside a read-only projected volume would need
 /// the runtime to create its mount point in a read-only filesystem.
 fn tls_volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
-    let server = server_tls_projection(cluster);
-    let replication = replication_tls_projection(cluster);
-    let projected = |name: &str, sources: Vec<SecretProjection>| Volume {
+    let server = server_tls_sources(cluster);
+    let replication = secret_source(replication_tls_projection(cluster));
+    let projected = |name: &str, sources: Vec<VolumeProjection>| Volume {
         name: name.to_owned(),
         projected: Some(ProjectedVolumeSource {
             default_mode: Some(TLS_FILE_MODE),
-            sources: Some(
-                sources
-                    .into_iter()
-                    .map(|secret| VolumeProjection {
-                        secret: Some(secret),
-                        ..VolumeProjection::default()
-                    })
-                    .collect(),
-            ),
+            sources: Some(sources),
         }),
         ..Volume::default()
     };
     match replication_dir_inside_server_dir() {
-        Some(sub_dir) => vec![projected(
-            VOLUME_SERVER_TLS,
-            vec![server, prefixed(replication, sub_dir)],
-        )],
+        Some(sub_dir) => {
+            let mut sources = server;
+            sources.push(secret_source(prefixed(
+                replication_tls_projection(cluster),
+                sub_dir,
+            )));
+            vec![projected(VOLUME_SERVER_TLS, sources)]
+        }
         None => vec![
-            projected(VOLUME_SERVER_TLS, vec![server]),
+            projected(VOLUME_SERVER_TLS, server),
             projected(VOLUME_REPLICATION_TLS, vec![replication]),
         ],
     }
+}
+
+fn secret_source(secret: SecretProjection) -> VolumeProjection {
+    VolumeProjection {
+        secret: Some(secret),
+        ..VolumeProjection::default()
+    }
+}
+
+/// The server directory's files. With Tusk's certificates: `<c>-cluster-cert` as is (its
+/// `ca.crt` is the operator root, or the rollover bundle). With `customTLSSecret`: the user's
+/// `tls.crt` and `tls.key`, but `ca.crt` from the Tusk-owned ConfigMap
+/// [`client_ca_config_map`] instead of the user's. That file is what PostgreSQL
+/// (`ssl_ca_file`) and Patroni's REST server (`cafile`) verify CLIENT certificates against, and
+/// the operator's own client certificate (`_tusk_operator`, issued by the operator root) must
+/// pass there for the SQL step; the user's Secret is never modified. Where the user's CA is
+/// needed to verify a SERVER (replication's `sslrootcert`, the operator's `verify-full`), the
+/// user's own `ca.crt` is used, unchanged.
+fn server_tls_sources(cluster: &ValidatedCluster) -> Vec<VolumeProjection> {
+    let mut server = server_tls_projection(cluster);
+    if cluster.tls.custom_server.is_none() {
+        return vec![secret_source(server)];
+    }
+    if let Some(items) = server.items.as_mut() {
+        items.retain(|item| item.path != TLS_CA_KEY);
+    }
+    vec![
+        secret_source(server),
+        VolumeProjection {
+            config_map: Some(ConfigMapProjection {
+                name: cluster.names.client_ca_config_map(),
+                items: Some(vec![KeyToPath {
+                    key: TLS_CA_KEY.to_owned(),
+                    path: TLS_CA_KEY.to_owned(),
+                    mode: None,
+                }]),
+                optional: None,
+            }),
+            ..VolumeProjection::default()
+        },
+    ]
+}
+
+/// The `<c>-client-ca` ConfigMap (key `ca.crt`), only with `customTLSSecret`: `bundle_pem` is
+/// `material::custom_client_ca_bundle` (the user's CA, then the operator root). A ConfigMap,
+/// not a Secret: it holds CA certificates, nothing secret.
+pub fn client_ca_config_map(cluster: &ValidatedCluster, bundle_pem: &str) -> Option<ConfigMap> {
+    cluster.tls.custom_server.as_ref()?;
+    Some(ConfigMap {
+        metadata: object_meta(
+            cluster,
+            cluster.names.client_ca_config_map(),
+            &cluster.metadata,
+            naming::cluster_labels(cluster.name()),
+        ),
+        data: Some(BTreeMap::from([(
+            TLS_CA_KEY.to_owned(),
+            bundle_pem.to_owned(),
+        )])),
+        ..ConfigMap::default()
+    })
 }
 
 /// The server certificate's projection: the user's `customTLSSecret` as written (its

@@ -18,7 +18,7 @@ use kube::{Client, Resource};
 use tusk_api::naming;
 
 use super::error::DereferenceError;
-use crate::build::secrets::{TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+use crate::build::secrets::{TLS_CA_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 use crate::discovery::ServedKinds;
 use crate::material::{CertPair, ExistingTls};
 use crate::plan::ObservedInstance;
@@ -133,6 +133,7 @@ pub async fn dereference_served(
         observed.existing_tls = ExistingTls {
             server: cert_pair(&observed.objects, &names.cluster_cert_secret()),
             replication: cert_pair(&observed.objects, &names.replication_cert_secret()),
+            ca_bundle: secret_text(&observed.objects, &names.cluster_cert_secret(), TLS_CA_KEY),
         };
         // Service roles keep their passwords in the Secrets of what uses them.
         for (role, secret) in [

@@ -69,6 +69,11 @@ pub enum RootCaError {
         #[source]
         source: kube::Error,
     },
+    #[error("replacing Secret tusk-root-cacert with a renewed root: {source}")]
+    Replace {
+        #[source]
+        source: kube::Error,
+    },
     #[error("Secret tusk-root-cacert has no key {key:?}")]
     MissingKey { key: String },
     #[error("Secret tusk-root-cacert does not hold a usable CA: {source}")]
@@ -107,6 +112,8 @@ pub enum Error {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Status(#[from] StatusError),
+    #[error(transparent)]
+    Backups(#[from] super::backups::BackupsError),
 }
 
 impl Error {
@@ -124,6 +131,7 @@ impl Error {
             Error::Apply(ApplyError::DeleteObject { .. }) => "DeleteObjectFailed",
             Error::Status(StatusError::ListStatefulSets { .. }) => "ListStatefulSetsFailed",
             Error::Status(StatusError::PatchStatus { .. }) => "PatchStatusFailed",
+            Error::Backups(e) => e.reason(),
         }
     }
 }

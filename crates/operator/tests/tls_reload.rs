@@ -1,0 +1,328 @@
+//! The instance pods' `tls-reload` script (`build::tls_reload::RELOAD_ON_CHANGE_SCRIPT`, the
+//! very text rendered into the pod) against a REAL PostgreSQL 15 of this test's own.
+//!
+//! The server's certificate files live in a directory laid out the way the kubelet lays out a
+//! projected volume (`..<timestamp>/` with the files, `..data` pointing at it, top-level
+//! symlinks through `..data`), and are rotated the way the kubelet rotates them: a new
+//! timestamped directory, then one rename of `..data`. The script runs as the `postgres` OS
+//! user (the pod's UID, no capability) and is told to signal the process whose command line
+//! has this test's own data directory as an argument, which only the test's postmaster has.
+//! Asserted: nothing is signalled while the files stay the same; after the rotation a new TLS
+//! handshake (`openssl s_client -starttls postgres`) presents the new certificate, a client
+//! certificate of a CA that only the new `ca.crt` holds is accepted, and the session opened
+//! before the rotation keeps its backend, on a postmaster that was never restarted.
+
+mod common;
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::postgres::{PgServer, ServerFiles};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{Pid, User};
+use time::OffsetDateTime;
+use tusk_api::naming::OPERATOR_CLIENT_CN;
+use tusk_operator::build::tls_reload::{
+    ENV_POLL_SECONDS, ENV_SIGNAL_ARG, ENV_WATCH_DIR, RELOAD_ON_CHANGE_SCRIPT,
+};
+use tusk_pki::{Leaf, RootCa};
+use tusk_sql::{ClientCert, ConnectTarget, Pem};
+
+const SERVER_NAME: &str = "hippo-primary.db.svc";
+const RELOAD_LOG_LINE: &str = "received SIGHUP, reloading configuration files";
+
+fn cluster() -> tusk_api::ValidatedCluster {
+    tusk_api::validate_yaml(
+        "apiVersion: tusk.rs/v1beta1\nkind: PostgresCluster\nmetadata: {name: hippo, namespace: db}\nspec:\n  postgresVersion: 15\n  instances: [{dataVolumeClaimSpec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}]\n",
+    )
+    .unwrap()
+}
+
+fn postgres_user() -> User {
+    User::from_name("postgres")
+        .unwrap()
+        .expect("postgres OS user")
+}
+
+/// A projected-volume-like certificate directory (see the module header).
+struct KubeletDir {
+    root: PathBuf,
+    generation: u32,
+}
+
+impl KubeletDir {
+    fn new(root: PathBuf, files: &[(&str, &str)]) -> Self {
+        std::fs::create_dir(&root).unwrap();
+        let mut dir = KubeletDir {
+            root,
+            generation: 0,
+        };
+        dir.publish(files);
+        for (name, _) in files {
+            symlink(format!("..data/{name}"), dir.root.join(name)).unwrap();
+        }
+        dir.chown_all();
+        dir
+    }
+
+    /// Writes a new timestamped directory and swaps `..data` to it in one rename.
+    fn publish(&mut self, files: &[(&str, &str)]) {
+        self.generation += 1;
+        let name = format!("..2030_01_01_00_00_0{}.000000001", self.generation);
+        let data_dir = self.root.join(&name);
+        std::fs::create_dir(&data_dir).unwrap();
+        for (file, text) in files {
+            let path = data_dir.join(file);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        self.chown_all();
+        let tmp_link = self.root.join("..data_tmp");
+        symlink(&name, &tmp_link).unwrap();
+        std::fs::rename(&tmp_link, self.root.join("..data")).unwrap();
+    }
+
+    fn chown_all(&self) {
+        let user = postgres_user();
+        for entry in walk(&self.root) {
+            std::os::unix::fs::lchown(&entry, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .unwrap();
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_owned()];
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The watcher, as the postgres OS user, in its own process group; the group is killed on
+/// drop (also when the test panics).
+struct Watcher {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Watcher {
+    fn start(watch_dir: &Path, signal_arg: &Path, log: PathBuf) -> Watcher {
+        let user = postgres_user();
+        let child = Command::new("sh")
+            .args(["-c", RELOAD_ON_CHANGE_SCRIPT])
+            .env(ENV_WATCH_DIR, watch_dir)
+            .env(ENV_SIGNAL_ARG, signal_arg)
+            .env(ENV_POLL_SECONDS, "1")
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .process_group(0)
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run sh");
+        Watcher { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// The certificate the server presents to a new TLS connection, as the real
+/// `openssl s_client -starttls postgres` receives it (PEM body lines).
+fn presented_certificate(server: &PgServer) -> Vec<String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-starttls", "postgres", "-connect"])
+        .arg(format!("{}:{}", server.host, server.port))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    pem_body(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The base64 lines of the first certificate in `text`.
+fn pem_body(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .take_while(|l| *l != "-----END CERTIFICATE-----")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The superuser over TLS with `leaf` as its client certificate (the operator's way in).
+fn operator_target(server: &PgServer, ca_pem: &str, leaf: &Leaf) -> ConnectTarget {
+    ConnectTarget {
+        host: SERVER_NAME.into(),
+        hostaddr: Some(server.host.parse().unwrap()),
+        port: server.port,
+        socket_dir: None,
+        user: "postgres".into(),
+        ca: Some(Pem::Text(ca_pem.to_owned())),
+        client_cert: Some(ClientCert {
+            cert: Pem::Text(leaf.cert_pem.clone()),
+            key: Pem::Text(leaf.key_pem.clone()),
+        }),
+        password: None,
+    }
+}
+
+/// Replaces `link` (a file the server was started with) by a symlink to `target`.
+fn point_at(link: &Path, target: &Path) {
+    let tmp = link.with_extension("link-tmp");
+    symlink(target, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_files_are_reloaded_without_a_restart() {
+    let now = OffsetDateTime::now_utc();
+    let old_root = RootCa::generate(now).unwrap();
+    let new_root = RootCa::generate(now).unwrap();
+    let dns = [SERVER_NAME.to_owned()];
+    let old_leaf = old_root.issue_server("hippo-primary", &dns, now).unwrap();
+    let new_leaf = old_root.issue_server("hippo-primary", &dns, now).unwrap();
+    let old_operator = old_root.issue_client(OPERATOR_CLIENT_CN, now).unwrap();
+    let new_operator = new_root.issue_client(OPERATOR_CLIENT_CN, now).unwrap();
+
+    let cluster = cluster();
+    let server = PgServer::start(&ServerFiles {
+        pg_hba: tusk_config::hba::pg_hba(&cluster),
+        pg_ident: tusk_config::hba::pg_ident("postgres"),
+        parameters: vec![("ssl".into(), "on".into())],
+        cert_pem: old_leaf.cert_pem.clone(),
+        key_pem: old_leaf.key_pem.clone(),
+        ca_pem: old_root.cert_pem().to_owned(),
+    });
+    // The server's three files become links into a kubelet-style directory.
+    let mut tls = KubeletDir::new(
+        server.dir.path().join("tls"),
+        &[
+            ("tls.crt", &old_leaf.cert_pem),
+            ("tls.key", &old_leaf.key_pem),
+            ("ca.crt", old_root.cert_pem()),
+        ],
+    );
+    for name in ["tls.crt", "tls.key", "ca.crt"] {
+        point_at(&server.dir.path().join(name), &tls.file(name));
+    }
+    let data_dir = server.dir.path().join("data");
+    let postmaster_pid = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap();
+    let postmaster_pid = postmaster_pid.lines().next().unwrap().to_owned();
+
+    assert_eq!(presented_certificate(&server), pem_body(&old_leaf.cert_pem));
+    let session = tusk_sql::connect(
+        &operator_target(&server, old_root.cert_pem(), &old_operator),
+        "postgres",
+    )
+    .await
+    .expect("the operator certificate of the current root gets in");
+    let before = session
+        .query_one(
+            "SELECT pg_backend_pid(), pg_postmaster_start_time()::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (backend_pid, started): (i32, String) = (before.get(0), before.get(1));
+    let refused = tusk_sql::connect(
+        &operator_target(&server, old_root.cert_pem(), &new_operator),
+        "postgres",
+    )
+    .await;
+    assert!(refused.is_err(), "the new root is not trusted yet");
+
+    let watcher = Watcher::start(&tls.root, &data_dir, server.dir.path().join("watcher.log"));
+    wait_for("the watcher to start", || {
+        watcher.output().contains("tls-reload: watching")
+    });
+    // Unchanged files: no signal (the watcher polls every second).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(server.log().matches(RELOAD_LOG_LINE).count(), 0);
+    assert!(!watcher.output().contains("SIGHUP"), "{}", watcher.output());
+
+    // The kubelet's rotation: new leaf (same root) and a bundle that adds the new root.
+    let bundle = tusk_pki::trust_bundle(&[new_root.cert_pem(), old_root.cert_pem()]);
+    tls.publish(&[
+        ("tls.crt", &new_leaf.cert_pem),
+        ("tls.key", &new_leaf.key_pem),
+        ("ca.crt", &bundle),
+    ]);
+    wait_for("PostgreSQL to reload", || {
+        server.log().contains(RELOAD_LOG_LINE)
+    });
+    assert!(
+        watcher
+            .output()
+            .contains(&format!("sent SIGHUP to {postmaster_pid}")),
+        "only the test's postmaster is signalled: {}",
+        watcher.output()
+    );
+    wait_for("the new certificate", || {
+        presented_certificate(&server) == pem_body(&new_leaf.cert_pem)
+    });
+    assert_ne!(pem_body(&new_leaf.cert_pem), pem_body(&old_leaf.cert_pem));
+    // ssl_ca_file was re-read too: the new root's client certificate is accepted now.
+    let fresh = tusk_sql::connect(
+        &operator_target(&server, old_root.cert_pem(), &new_operator),
+        "postgres",
+    )
+    .await
+    .expect("a client certificate of the new root gets in after the reload");
+    let fresh_pid: i32 = fresh
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(fresh_pid, backend_pid);
+
+    // The session opened before the rotation is the same backend, on the same postmaster.
+    let after = session
+        .query_one(
+            "SELECT pg_backend_pid(), pg_postmaster_start_time()::text",
+            &[],
+        )
+        .await
+        .expect("the old session still works");
+    assert_eq!(after.get::<_, i32>(0), backend_pid);
+    assert_eq!(after.get::<_, String>(1), started);
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap();
+    assert_eq!(pid_file.lines().next().unwrap(), postmaster_pid);
+    assert_eq!(
+        server.log().matches(RELOAD_LOG_LINE).count(),
+        watcher.output().matches("sent SIGHUP").count(),
+        "one reload per signal: {}",
+        watcher.output()
+    );
+}
