@@ -204,6 +204,32 @@ fn rendered_objects_pass_the_official_kubernetes_schemas() {
     assert_schemas_accept(&streams);
 }
 
+/// The one-shot backup and restore Jobs (created by the controller, not `tusk render`), as
+/// their golden files in the operator's tests hold them.
+#[test]
+fn backup_and_restore_jobs_pass_the_official_kubernetes_schemas() {
+    let jobs_dir = repo_root().join("crates/operator/tests/fixtures/build/jobs");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut streams = Vec::new();
+    for entry in std::fs::read_dir(&jobs_dir).expect("job fixtures exist") {
+        let path = entry.expect("a directory entry").path();
+        let docs = documents(&std::fs::read_to_string(&path).expect("fixture reads"));
+        assert!(!docs.is_empty(), "{} holds no object", path.display());
+        let file_name = path.file_name().expect("a file name");
+        streams.push(write_stream(
+            dir.path(),
+            &file_name.to_string_lossy(),
+            &docs,
+        ));
+    }
+    assert!(
+        streams.len() >= 3,
+        "found only {} job fixtures",
+        streams.len()
+    );
+    assert_schemas_accept(&streams);
+}
+
 #[test]
 fn kustomize_install_passes_the_official_kubernetes_schemas() {
     let kustomize_dir = repo_root().join("deploy/kustomize");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -225,7 +225,9 @@ async fn run_controller(
             owned.clone(),
             &served,
         )
-        .owns_if_served(api::<CronJob>(&client, &scope), owned, &served)
+        .owns_if_served(api::<CronJob>(&client, &scope), owned.clone(), &served)
+        // Backup, stanza and restore Jobs: their completion moves status and restores on.
+        .owns_if_served(api::<Job>(&client, &scope), owned, &served)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile_guarded, error_policy_guarded, ctx)

@@ -1,6 +1,8 @@
-//! Scheduled backups: one CronJob `<c>-<repo>-<full|diff|incr>` per schedule in
-//! `spec.backups.pgbackrest.repos[].schedules`, and the ServiceAccount, Role and RoleBinding
-//! `<c>-pgbackrest` backup Jobs run as.
+//! Backup Jobs: one CronJob `<c>-<repo>-<full|diff|incr>` per schedule in
+//! `spec.backups.pgbackrest.repos[].schedules`, the manual backup Job `<c>-backup-<hash>` the
+//! `tusk.rs/pgbackrest-backup` annotation asks for, the `<c>-stanza-create` Job, and the
+//! ServiceAccount, Role and RoleBinding `<c>-pgbackrest` they all run as. The one-shot Jobs
+//! are created (never updated: a Job's template is immutable) by `controller::backups`.
 //!
 //! Why the Job execs pgBackRest in another pod instead of running it itself: pgBackRest runs a
 //! backup only where the repository is local and PostgreSQL remote, or the other way round
@@ -13,7 +15,7 @@
 //! Concurrency is forbidden (two backups of one stanza would fail on pgBackRest's lock
 //! anyway), and schedules are suspended while the cluster is shut down. Pure.
 
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, ServiceAccount,
 };
@@ -138,16 +140,27 @@ pub fn backup_job_spec(
     options: &[String],
     image: &str,
 ) -> JobSpec {
+    let mut pgbackrest = vec!["backup".to_owned(), format!("--repo={}", repo.index)];
+    pgbackrest.extend(options.iter().cloned());
+    exec_job_spec(cluster, backups, pod_labels, &pgbackrest, image)
+}
+
+/// A Job that execs `pgbackrest --stanza=db <pgbackrest>` in the backup target pod.
+fn exec_job_spec(
+    cluster: &ValidatedCluster,
+    backups: &BackupSettings,
+    pod_labels: BTreeMap<String, String>,
+    pgbackrest: &[String],
+    image: &str,
+) -> JobSpec {
     let mut command = vec![
         "python3".to_owned(),
         "-c".to_owned(),
         EXEC_SCRIPT.to_owned(),
         "pgbackrest".to_owned(),
         format!("--stanza={PGBACKREST_STANZA}"),
-        "backup".to_owned(),
-        format!("--repo={}", repo.index),
     ];
-    command.extend(options.iter().cloned());
+    command.extend(pgbackrest.iter().cloned());
     let value = |name: &str, value: String| EnvVar {
         name: name.to_owned(),
         value: Some(value),
@@ -207,6 +220,76 @@ pub fn backup_job_spec(
         },
         ..JobSpec::default()
     }
+}
+
+/// The Job of the manual backup requested by annotation value `id`: `spec.backups.pgbackrest.
+/// manual` on its repo, labelled `manual`, the id kept as the backup annotation. `None`
+/// without `manual` (the controller warns instead).
+pub fn manual_backup_job(cluster: &ValidatedCluster, image: &str, id: &str) -> Option<Job> {
+    let backups = cluster.backups.as_ref()?;
+    let manual = backups.manual.as_ref()?;
+    let repo = backups.repos.iter().find(|r| r.name == manual.repo_name)?;
+    let labels = backup_job_labels(cluster, &repo.name, naming::BACKUP_MANUAL);
+    let mut metadata = object_meta(
+        cluster,
+        cluster.names.manual_backup_job(id),
+        &backup_metadata(cluster, backups),
+        labels.clone(),
+    );
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(naming::ANNOTATION_BACKUP.to_owned(), id.to_owned());
+    Some(Job {
+        metadata,
+        spec: Some(backup_job_spec(
+            cluster,
+            backups,
+            repo,
+            labels,
+            &manual.options,
+            image,
+        )),
+        status: None,
+    })
+}
+
+/// Labels of the stanza-create Job and its pod.
+pub fn stanza_job_labels(cluster: &ValidatedCluster) -> BTreeMap<String, String> {
+    let mut l = naming::cluster_labels(cluster.name());
+    l.insert(naming::LABEL_PGBACKREST.to_owned(), String::new());
+    l.insert(naming::LABEL_PGBACKREST_STANZA.to_owned(), String::new());
+    l.insert(naming::APP_COMPONENT.to_owned(), "pgbackrest".to_owned());
+    l
+}
+
+/// How often Kubernetes retries the stanza-create pod (10 s, 20 s, ... apart): the primary
+/// may still be starting when the Job first runs, which is not a reason to give up.
+pub const STANZA_CREATE_RETRIES: i32 = 6;
+
+/// `<c>-stanza-create`: `pgbackrest stanza-create` (idempotent; every repo) in the backup
+/// target pod, so archiving and backups have a stanza to write to. `None` without backups.
+pub fn stanza_create_job(cluster: &ValidatedCluster, image: &str) -> Option<Job> {
+    let backups = cluster.backups.as_ref()?;
+    let labels = stanza_job_labels(cluster);
+    let mut spec = exec_job_spec(
+        cluster,
+        backups,
+        labels.clone(),
+        &["stanza-create".to_owned()],
+        image,
+    );
+    spec.backoff_limit = Some(STANZA_CREATE_RETRIES);
+    Some(Job {
+        metadata: object_meta(
+            cluster,
+            cluster.names.stanza_create_job(),
+            &backup_metadata(cluster, backups),
+            labels,
+        ),
+        spec: Some(spec),
+        status: None,
+    })
 }
 
 /// One CronJob per schedule of every repo, in repo order then full, diff, incr.

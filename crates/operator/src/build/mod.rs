@@ -31,8 +31,10 @@ pub mod pgbackrest;
 pub mod pgbouncer;
 pub mod pod_security;
 pub mod rbac;
+pub mod restore;
 pub mod secrets;
 pub mod services;
+pub mod tls_reload;
 pub mod volumes;
 
 /// What a build needs besides the cluster.
@@ -186,6 +188,14 @@ pub fn build(input: &BuildInput) -> Vec<Managed> {
             .into_iter()
             .chain(secrets::certificate_secrets(cluster, input.material))
             .map(Managed::Secret),
+    );
+    objects.extend(
+        input
+            .material
+            .custom_client_ca_pem
+            .as_deref()
+            .and_then(|bundle| volumes::client_ca_config_map(cluster, bundle))
+            .map(Managed::ConfigMap),
     );
     objects.extend(service_role_objects(input));
     for (set_name, instance) in input.plan.instances() {

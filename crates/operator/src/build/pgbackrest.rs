@@ -143,12 +143,28 @@ fn tls_items(projection: SecretProjection, files: &[(&str, &str)]) -> VolumeProj
 /// The `pgbackrest-config` volume of a pod in `role`; `None` without backups.
 pub fn pgbackrest_config_volume(cluster: &ValidatedCluster, role: ConfigRole) -> Option<Volume> {
     let backups = cluster.backups.as_ref()?;
+    Some(config_volume_from(
+        cluster,
+        &cluster.names.pgbackrest_config_map(),
+        role.file(),
+        &backups.configuration,
+    ))
+}
+
+/// A `pgbackrest-config` volume: key `file` of ConfigMap `config_map`, the user's
+/// `projections` and the cluster's TLS files (restore Jobs bring another repo's file).
+pub fn config_volume_from(
+    cluster: &ValidatedCluster,
+    config_map: &str,
+    file: &str,
+    projections: &[VolumeProjection],
+) -> Volume {
     let mut sources = vec![VolumeProjection {
         config_map: Some(ConfigMapProjection {
-            name: cluster.names.pgbackrest_config_map(),
+            name: config_map.to_owned(),
             items: Some(vec![KeyToPath {
-                key: role.file().to_owned(),
-                path: role.file().to_owned(),
+                key: file.to_owned(),
+                path: file.to_owned(),
                 mode: None,
             }]),
             optional: None,
@@ -156,7 +172,7 @@ pub fn pgbackrest_config_volume(cluster: &ValidatedCluster, role: ConfigRole) ->
         ..VolumeProjection::default()
     }];
     // The user's files (e.g. `s3.conf` with keys) land beside Tusk's and are read after it.
-    sources.extend(backups.configuration.iter().cloned());
+    sources.extend(projections.iter().cloned());
     sources.push(tls_items(
         server_tls_projection(cluster),
         &[
@@ -172,17 +188,17 @@ pub fn pgbackrest_config_volume(cluster: &ValidatedCluster, role: ConfigRole) ->
             (TLS_PRIVATE_KEY_KEY, conf::TLS_CLIENT_KEY_FILE),
         ],
     ));
-    Some(Volume {
+    Volume {
         name: VOLUME_CONFIG.to_owned(),
         projected: Some(ProjectedVolumeSource {
             default_mode: Some(TLS_FILE_MODE),
             sources: Some(sources),
         }),
         ..Volume::default()
-    })
+    }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),

@@ -1,6 +1,7 @@
 //! The reconcile of one `PostgresCluster`, as a pipeline you can read top to bottom:
 //!
-//! dereference -> validate -> custom TLS -> plan -> material -> build (pure) -> apply -> status
+//! dereference -> validate -> custom TLS -> plan -> restore gate -> material -> build (pure)
+//! -> apply -> backup and restore Jobs -> SQL (users, service roles) -> status
 //!
 //! Only `dereference` (with `custom_tls`'s read), `apply` and `status` hold the client. An
 //! invalid spec, unusable custom TLS Secrets or `spec.paused` stop the pipeline before
@@ -8,10 +9,14 @@
 //! an object and every error becomes an Event on the cluster (never with secret values).
 
 pub mod apply;
+pub mod archiver;
+pub mod backups;
 pub mod custom_tls;
 pub mod dereference;
 pub mod error;
+pub mod restore;
 pub mod root_ca;
+pub mod sql;
 pub mod status;
 
 use std::sync::Arc;
@@ -32,7 +37,9 @@ use self::status::Outcome;
 use crate::build::{build, BuildInput};
 use crate::discovery::ServedKinds;
 use crate::images::Images;
-use crate::material::{tls_material, user_passwords, Material};
+use crate::material::{
+    custom_client_ca_bundle, tls_material, user_passwords, user_verifiers, Material,
+};
 use crate::metrics::{ClusterObservation, Metrics};
 use crate::plan::plan_instances;
 
@@ -44,6 +51,9 @@ pub const CONTROLLER_NAME: &str = "tusk-operator";
 const RESYNC: Duration = Duration::from_secs(60);
 /// Sooner while instances are coming up.
 const RESYNC_PROGRESSING: Duration = Duration::from_secs(15);
+/// How long one reconcile waits for the archiver before an in-place restore (then it
+/// requeues): long enough for a healthy archive_command, short enough not to stall others.
+const WAL_ARCHIVE_WAIT: Duration = Duration::from_secs(20);
 
 /// The operator's namespace when `POD_NAMESPACE` is not set (the install manifests' namespace).
 pub const DEFAULT_OPERATOR_NAMESPACE: &str = "tusk-system";
@@ -60,6 +70,13 @@ pub struct Context {
     pub operator_namespace: String,
     /// Managed kinds the API server serves; the others are skipped and reported.
     pub served: ServedKinds,
+    /// Latest `pg_stat_archiver` figures per cluster (written by the step that reads them),
+    /// for the `WALArchiving` condition.
+    pub archiver: Arc<backups::ArchiverReports>,
+    /// Where the SQL step dials a cluster's primary (tests point it at their own server).
+    pub primary_resolver: Arc<dyn sql::PrimaryResolver>,
+    /// The operator's client certificate for the SQL step, in memory only.
+    pub operator_identity: Arc<sql::OperatorIdentity>,
 }
 
 impl Context {
@@ -86,6 +103,9 @@ impl Context {
             leader,
             operator_namespace: DEFAULT_OPERATOR_NAMESPACE.to_owned(),
             served: ServedKinds::all(),
+            archiver: Arc::default(),
+            primary_resolver: Arc::new(sql::ServiceResolver),
+            operator_identity: Arc::default(),
         }
     }
 }
@@ -143,24 +163,69 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         status::patch_status(&ctx.client, cluster, &current, &next).await?;
         return Ok(Action::await_change());
     }
-    if let Some(secrets) =
-        custom_tls::read_custom_tls(&ctx.client, namespace, &validated.tls).await?
-    {
-        let findings = custom_tls::check_custom_tls(&validated, &secrets);
+    let custom_tls_secrets =
+        custom_tls::read_custom_tls(&ctx.client, namespace, &validated.tls).await?;
+    if let Some(secrets) = &custom_tls_secrets {
+        let findings =
+            custom_tls::check_custom_tls(&validated, secrets, time::OffsetDateTime::now_utc());
         if !findings.errors.is_empty() {
             return Err(Error::InvalidCustomTls(ValidationErrors(findings.errors)));
         }
         publish_custom_tls_warnings(cluster, ctx, &findings.warnings).await;
     }
     let plan = plan_instances(&validated, &observed.instances, &mut rand::rng());
+    let restore_annotation = restore::requested_restore(cluster);
+    let phase = restore::decide(&validated, restore_annotation, &current, &observed, &plan);
+    let clone_source = restore::prepare(&ctx.client, &validated, &phase).await?;
     let root_ca = root_ca::ensure_root_ca(&ctx.client, &ctx.operator_namespace).await?;
-    let material = secret_material(&validated, &observed, &root_ca)?;
-    let desired = build(&BuildInput {
+    let mut material = secret_material(&validated, &observed, &root_ca)?;
+    material.custom_client_ca_pem = custom_tls_secrets
+        .as_ref()
+        .and_then(custom_tls::server_ca_pem)
+        .map(|user_ca| custom_client_ca_bundle(&user_ca, &root_ca));
+    let server_ca_pem = match (&material.tls, &custom_tls_secrets) {
+        (Some(tls), _) => tls.ca_bundle_pem.clone(),
+        (None, Some(secrets)) => custom_tls::server_ca_pem(secrets).unwrap_or_default(),
+        (None, None) => String::new(),
+    };
+    let sql_input = sql::SqlInput {
+        cluster: &validated,
+        primary: observed.primary.as_deref(),
+        material: &material,
+        root_ca: &root_ca,
+        server_ca_pem: &server_ca_pem,
+        archiver: &ctx.archiver,
+    };
+    // An in-place restore stops the cluster only once the WAL written so far is archived.
+    let mut wal_hold = None;
+    let phase = match phase {
+        restore::RestorePhase::InPlace { .. } if !restore::stop_requested(&observed) => {
+            match sql::archive_current_wal(
+                &ctx.client,
+                ctx.primary_resolver.as_ref(),
+                &ctx.operator_identity,
+                &sql_input,
+                WAL_ARCHIVE_WAIT,
+            )
+            .await
+            {
+                sql::WalArchived::Pending { message } => {
+                    wal_hold = Some(message);
+                    restore::RestorePhase::Idle
+                }
+                sql::WalArchived::Archived { .. } | sql::WalArchived::NoPrimary => phase,
+            }
+        }
+        other => other,
+    };
+    let mut desired = build(&BuildInput {
         cluster: &validated,
         images: &ctx.images,
         plan: &plan,
         material: &material,
     });
+    restore::gate_instances(&mut desired, &phase);
+    desired.extend(restore::clone_objects(&validated, clone_source.as_ref()));
     let owner = cluster.controller_owner_ref(&());
     let applied = apply::apply(
         &ctx.client,
@@ -173,6 +238,51 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     )
     .await?;
     publish_changes(cluster, ctx, &applied.changed).await;
+    // SQL first: it reads the primary's `pg_stat_archiver`, which the backup step turns into
+    // the `WALArchiving` condition in this same reconcile.
+    let sql_outcome = sql::reconcile_sql(
+        &ctx.client,
+        ctx.primary_resolver.as_ref(),
+        &ctx.operator_identity,
+        &sql_input,
+    )
+    .await;
+    publish_sql_outcome(cluster, ctx, &sql_outcome).await;
+    let backup = backups::run(
+        &ctx.client,
+        cluster,
+        &validated,
+        &ctx.images.pgbackrest(&validated),
+        observed.primary.as_deref(),
+        &current,
+        ctx.archiver.latest(namespace, name),
+    )
+    .await?;
+    let mut restored = restore::run(
+        &ctx.client,
+        cluster,
+        &validated,
+        &phase,
+        clone_source.as_ref(),
+        &ctx.images.database(&validated),
+        &observed,
+        &backup.jobs,
+        &current,
+    )
+    .await?;
+    let holding_for_wal = wal_hold.is_some();
+    if let Some(message) = wal_hold {
+        restored.restoring = Some(backups::Verdict {
+            ok: true,
+            reason: "ArchivingWAL",
+            message: format!(
+                "the in-place restore waits for the WAL written so far to be archived: {message}"
+            ),
+        });
+    }
+    for event in backup.events.iter().chain(&restored.events) {
+        publish(cluster, ctx, event).await;
+    }
 
     let outcome = Outcome::Applied {
         desired: validated.desired_instances(),
@@ -180,7 +290,19 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         statefulsets: status::list_statefulsets(&ctx.client, namespace, name).await?,
         not_served: not_served_message(&ctx.served, &applied.not_served),
     };
-    let next = status::next_status(&current, generation, &outcome, status::now());
+    let now = status::now();
+    let mut next = status::next_status(&current, generation, &outcome, now);
+    backups::write_status(&mut next, &backup, &restored, generation, now);
+    let (users_ready, reason, message) = sql_outcome.condition();
+    status::set_condition(
+        &mut next.conditions,
+        sql::USERS_READY,
+        users_ready,
+        reason,
+        message,
+        generation,
+        now,
+    );
     ctx.metrics.observe_cluster(&ClusterObservation {
         namespace,
         name,
@@ -191,13 +313,15 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
             .map(|set| set.ready_replicas.max(0) as u32)
             .sum(),
         primary: observed.primary.as_deref(),
-        last_backup_unix: None,
+        last_backup_unix: backups::last_backup_unix(&next),
     });
     if status::newly_not_served(&current, &next) {
         publish_not_served(cluster, ctx, &next).await;
     }
     status::patch_status(&ctx.client, cluster, &current, &next).await?;
-    let settled = next.phase.as_deref() == Some("Running");
+    let settled = next.phase.as_deref() == Some("Running")
+        && !holding_for_wal
+        && !matches!(sql_outcome, sql::SqlOutcome::Failed { .. });
     Ok(Action::requeue(if settled {
         RESYNC
     } else {
@@ -219,9 +343,12 @@ pub fn secret_material(
         time::OffsetDateTime::now_utc(),
     )
     .map_err(|source| error::RootCaError::IssueLeaf { source })?;
+    let passwords = user_passwords(cluster, &observed.passwords, &mut rand::rng());
     Ok(Material {
-        passwords: user_passwords(cluster, &observed.passwords, &mut rand::rng()),
+        verifiers: user_verifiers(cluster, &passwords, &sql::existing_verifiers(observed)),
+        passwords,
         tls,
+        custom_client_ca_pem: None,
     })
 }
 
@@ -250,6 +377,29 @@ async fn publish_changes(cluster: &PostgresCluster, ctx: &Context, changed: &[Ch
         };
         publish(cluster, ctx, &event).await;
     }
+}
+
+/// A Normal Event naming what the SQL step changed (descriptions, never SQL), or a Warning
+/// Event when it failed (the message names the step and server, never a secret).
+async fn publish_sql_outcome(cluster: &PostgresCluster, ctx: &Context, outcome: &sql::SqlOutcome) {
+    let (type_, reason, note) = match outcome {
+        sql::SqlOutcome::Applied { executed } if !executed.is_empty() => {
+            (EventType::Normal, "SqlStateChanged", executed.join("; "))
+        }
+        sql::SqlOutcome::Failed { reason, message } => {
+            tracing::warn!(reason, %message, "SQL step failed");
+            (EventType::Warning, *reason, message.clone())
+        }
+        _ => return,
+    };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(&note, 1000)),
+        action: "ApplySql".into(),
+        secondary: None,
+    };
+    publish(cluster, ctx, &event).await;
 }
 
 /// What the reconcile could not create because the server lacks the API, for the `Degraded`

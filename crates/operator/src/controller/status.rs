@@ -206,7 +206,7 @@ fn instance_sets(statefulsets: &[StatefulSet]) -> Vec<InstanceSetStatus> {
 }
 
 /// Sets condition `type_`; its lastTransitionTime moves only when its status flips.
-fn set_condition(
+pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     ok: bool,
