@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use tusk_local::backup::{self, BackupKind};
+use tusk_local::restore::RestoreOptions;
 use tusk_local::state::resolve_state_dir;
 use tusk_local::{Layout, UpOptions};
 
@@ -96,7 +98,8 @@ enum LocalCommand {
         target: Target,
     },
     /// Print the keys of the Kubernetes `<cluster>-pguser-<USER>` Secret: user password
-    /// verifier dbname host port uri jdbc-uri.
+    /// verifier dbname host port uri jdbc-uri (+ pgbouncer-host pgbouncer-port pgbouncer-uri
+    /// pgbouncer-jdbc-uri with PgBouncer).
     Secret {
         #[command(flatten)]
         target: Target,
@@ -104,6 +107,40 @@ enum LocalCommand {
         user: String,
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Output,
+    },
+    /// Take a pgBackRest backup of the primary (default: the `--type` of
+    /// spec.backups.pgbackrest.manual.options, else full; into manual.repoName, else the first
+    /// repo). pgBackRest then expires backups beyond `repoN-retention-full`.
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "type", value_enum)]
+        kind: Option<BackupType>,
+        /// Repository number (1-4).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        repo: Option<u8>,
+    },
+    /// List the backups of every repository.
+    Backups {
+        #[command(flatten)]
+        target: Target,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Point-in-time restore IN PLACE: everything committed after TIME is lost on every
+    /// member. Archives the WAL up to now, stops the cluster, restores the primary, starts
+    /// it on a new timeline, takes a full backup and re-creates the replicas from it.
+    Restore {
+        #[command(flatten)]
+        target: Target,
+        /// Time to restore to, e.g. "2024-05-01 10:15:00+00" (default: what
+        /// spec.backups.pgbackrest.restore.options say).
+        #[arg(long = "target")]
+        time: Option<String>,
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        repo: Option<u8>,
+        #[arg(long, default_value_t = 300)]
+        wait_seconds: u64,
     },
     /// Run psql on the primary: the superuser over its Unix socket, or `--user U` with its
     /// password over TLS (verify-full). Arguments after `--` go to psql.
@@ -117,9 +154,38 @@ enum LocalCommand {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum BackupType {
+    Full,
+    Diff,
+    Incr,
+}
+
+impl From<BackupType> for BackupKind {
+    fn from(kind: BackupType) -> BackupKind {
+        match kind {
+            BackupType::Full => BackupKind::Full,
+            BackupType::Diff => BackupKind::Diff,
+            BackupType::Incr => BackupKind::Incr,
+        }
+    }
+}
+
 /// The Secret's keys in the order the Kubernetes documentation lists them.
-const SECRET_KEYS: [&str; 8] = [
-    "user", "password", "verifier", "dbname", "host", "port", "uri", "jdbc-uri",
+/// The `pgbouncer-*` keys are there only when the spec has PgBouncer.
+const SECRET_KEYS: [&str; 12] = [
+    "user",
+    "password",
+    "verifier",
+    "dbname",
+    "host",
+    "port",
+    "uri",
+    "jdbc-uri",
+    "pgbouncer-host",
+    "pgbouncer-port",
+    "pgbouncer-uri",
+    "pgbouncer-jdbc-uri",
 ];
 
 fn progress(line: &str) {
@@ -182,11 +248,46 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                     let map = secret.to_map();
                     SECRET_KEYS
                         .iter()
-                        .filter_map(|key| map.get(key).map(|value| format!("{key:<9} {value}\n")))
+                        .filter_map(|key| map.get(key).map(|value| format!("{key:<18} {value}\n")))
                         .collect()
                 }
             };
             crate::print_stdout(&text)
+        }
+        LocalCommand::Backup { target, kind, repo } => {
+            let layout = target.layout()?;
+            let kind = match kind {
+                Some(kind) => kind.into(),
+                None => {
+                    let (_, cluster) = tusk_local::up::load_manifest(&layout.manifest())?;
+                    backup::default_kind(&cluster)
+                }
+            };
+            let info = backup::run_backup(&layout, kind, repo, &mut progress)?;
+            crate::print_stdout(&format!("{}\n", info.label))
+        }
+        LocalCommand::Backups { target, output } => {
+            let backups = backup::list_backups(&target.layout()?)?;
+            let text = match output {
+                Output::Json => serde_json::to_string_pretty(&backups)? + "\n",
+                Output::Table => backup::render_backups(&backups),
+            };
+            crate::print_stdout(&text)
+        }
+        LocalCommand::Restore {
+            target,
+            time,
+            repo,
+            wait_seconds,
+        } => {
+            let options = RestoreOptions {
+                target: time,
+                repo,
+                wait_limit: Duration::from_secs(wait_seconds),
+            };
+            let leader =
+                tusk_local::restore::restore_in_place(&target.layout()?, &options, &mut progress)?;
+            crate::print_stdout(&format!("{leader}\n"))
         }
         LocalCommand::Psql {
             target,

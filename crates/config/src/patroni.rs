@@ -1,7 +1,8 @@
 //! Patroni's YAML configuration, for both runtimes.
 //!
 //! CONTRACT (used by operator/build and by local): the signatures of [`Dcs`], [`Member`],
-//! [`cluster_yaml`], [`member_yaml`] and [`kubernetes_env`] are stable.
+//! [`cluster_yaml`], [`member_yaml`] and [`kubernetes_env`] are stable. A cluster restored
+//! from a repo uses the `*_bootstrapped` variants with a [`Bootstrap`].
 //!
 //! One document shape serves both: Kubernetes gets [`cluster_yaml`] (ConfigMap `<c>-config`
 //! key `patroni.yaml`, member name and addresses from environment variables), `tusk local` gets
@@ -20,10 +21,9 @@ use tusk_api::ValidatedCluster;
 
 use crate::hba;
 use crate::merge::deep_merge;
-use crate::parameters::{
-    cluster_parameters, member_parameters, restore_command, PGBACKREST_STANZA,
-};
+use crate::parameters::{cluster_parameters, member_parameters, restore_command};
 use crate::paths::{self, tls_file, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
+use crate::restore::{command_line, replica_args};
 
 #[cfg(test)]
 #[path = "patroni_tests.rs"]
@@ -57,6 +57,11 @@ pub struct Member {
     pub replication_tls_dir: String,
     /// OS user Patroni runs as; pg_ident maps it to the `postgres` role for peer auth.
     pub os_user: String,
+    /// Command line Patroni runs (as that user) when PostgreSQL starts and when the member's
+    /// role changes (`postgresql.callbacks.on_start` / `on_role_change`; Patroni appends the
+    /// action, the new role and the scope). `tusk local` points PgBouncer at a new primary
+    /// with it; Kubernetes has none, since the `<c>-primary` Service follows by itself.
+    pub role_change_callback: Option<String>,
 }
 
 /// Environment variables the StatefulSet builder must set from the downward API, as
@@ -78,6 +83,15 @@ pub const LEADER_ENDPOINTS_PORT_NAME: &str = "postgres";
 
 /// The cluster-wide Patroni configuration file (ConfigMap `<c>-config`, key `patroni.yaml`).
 pub fn cluster_yaml(cluster: &ValidatedCluster, dcs: &Dcs) -> String {
+    cluster_yaml_bootstrapped(cluster, dcs, &Bootstrap::Initdb)
+}
+
+/// [`cluster_yaml`] for a cluster whose first member is made by `bootstrap`.
+pub fn cluster_yaml_bootstrapped(
+    cluster: &ValidatedCluster,
+    dcs: &Dcs,
+    bootstrap: &Bootstrap,
+) -> String {
     let major = cluster.postgres_version;
     let data_dir = paths::pgdata(major);
     let bin_dir = paths::bin_dir(major);
@@ -92,12 +106,38 @@ pub fn cluster_yaml(cluster: &ValidatedCluster, dcs: &Dcs) -> String {
         server_tls_dir: paths::SERVER_TLS_DIR,
         replication_tls_dir: paths::REPLICATION_TLS_DIR,
         os_user: paths::KUBERNETES_OS_USER,
+        role_change_callback: None,
     };
-    render(cluster, &document(cluster, dcs, &local))
+    let mut doc = document(cluster, dcs, &local);
+    set_bootstrap(&mut doc, bootstrap);
+    render(cluster, &doc)
+}
+
+/// How the first member of a new cluster creates its data directory. Patroni runs it only
+/// while the DCS has no `initialize` key for the scope; later members clone a running one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// `initdb` with Tusk's options.
+    Initdb,
+    /// A custom method running `command` (from [`crate::restore::restore_args`], joined by
+    /// [`crate::restore::command_line`]): pgBackRest restores and writes the recovery
+    /// settings (target, restore_command, `recovery.signal`), which Patroni keeps until
+    /// recovery ends and it promotes the member as the new cluster's leader.
+    Restore { command: String },
 }
 
 /// A whole Patroni configuration file for one member (`tusk local`).
 pub fn member_yaml(cluster: &ValidatedCluster, dcs: &Dcs, member: &Member) -> String {
+    member_yaml_bootstrapped(cluster, dcs, member, &Bootstrap::Initdb)
+}
+
+/// [`member_yaml`] for a cluster whose first member is made by `bootstrap`.
+pub fn member_yaml_bootstrapped(
+    cluster: &ValidatedCluster,
+    dcs: &Dcs,
+    member: &Member,
+    bootstrap: &Bootstrap,
+) -> String {
     let local = Local {
         name: Some(&member.name),
         listen_host: &member.host,
@@ -109,8 +149,30 @@ pub fn member_yaml(cluster: &ValidatedCluster, dcs: &Dcs, member: &Member) -> St
         server_tls_dir: &member.server_tls_dir,
         replication_tls_dir: &member.replication_tls_dir,
         os_user: &member.os_user,
+        role_change_callback: member.role_change_callback.as_deref(),
     };
-    render(cluster, &document(cluster, dcs, &local))
+    let mut doc = document(cluster, dcs, &local);
+    set_bootstrap(&mut doc, bootstrap);
+    render(cluster, &doc)
+}
+
+/// Name of Tusk's custom bootstrap method in `bootstrap:`.
+pub const RESTORE_BOOTSTRAP_METHOD: &str = "pgbackrest_restore";
+
+fn set_bootstrap(doc: &mut Value, bootstrap: &Bootstrap) {
+    let Bootstrap::Restore { command } = bootstrap else {
+        return;
+    };
+    doc["bootstrap"]["method"] = json!(RESTORE_BOOTSTRAP_METHOD);
+    doc["bootstrap"][RESTORE_BOOTSTRAP_METHOD] = json!({
+        "command": command,
+        // The command names the data directory itself (`--pg1-path`).
+        "no_params": true,
+        // pgBackRest wrote recovery.signal and the target into postgresql.auto.conf;
+        // Patroni would otherwise discard them and recovery would run to the end of the
+        // archive, past the requested point in time.
+        "keep_existing_recovery_conf": true,
+    });
 }
 
 /// `PATRONI_*` environment variables every database container gets in Kubernetes, other than
@@ -181,7 +243,11 @@ pub fn dynamic_configuration(cluster: &ValidatedCluster) -> Value {
 
 /// `standby_cluster` for an enabled `spec.standby`: follow the remote primary at host/port,
 /// replay WAL from the named repository, or both (repository first for the initial copy, so
-/// the remote primary is not loaded with a base backup).
+/// the remote primary is not loaded with a base backup). The standby leader connects to
+/// host/port (for `pg_basebackup` and streaming) with `postgresql.authentication.replication`,
+/// i.e. as the replication user with this cluster's replication client certificate, and
+/// verifies the source with that directory's `ca.crt`: both clusters need one CA (custom TLS
+/// Secrets). Without a slot name Patroni uses no slot on the source.
 fn standby_cluster(cluster: &ValidatedCluster) -> Option<Value> {
     let standby = cluster.standby.as_ref().filter(|s| s.enabled)?;
     let mut section = Map::new();
@@ -203,6 +269,14 @@ fn standby_cluster(cluster: &ValidatedCluster) -> Option<Value> {
     }
     section.insert("create_replica_methods".into(), json!(methods));
     Some(Value::Object(section))
+}
+
+/// Whether an enabled `spec.standby` replays WAL from a repository.
+fn follows_repo(cluster: &ValidatedCluster) -> bool {
+    cluster
+        .standby
+        .as_ref()
+        .is_some_and(|s| s.enabled && s.repo_name.is_some())
 }
 
 fn repo_index(cluster: &ValidatedCluster, repo: &str) -> Option<u8> {
@@ -227,6 +301,7 @@ struct Local<'a> {
     server_tls_dir: &'a str,
     replication_tls_dir: &'a str,
     os_user: &'a str,
+    role_change_callback: Option<&'a str>,
 }
 
 fn document(cluster: &ValidatedCluster, dcs: &Dcs, local: &Local) -> Value {
@@ -302,11 +377,7 @@ fn postgresql(cluster: &ValidatedCluster, local: &Local) -> Value {
         basebackup.push(json!({ "waldir": wal_dir }));
     }
     let mut methods = Vec::new();
-    let restores_from_repo = cluster.backups.is_some()
-        || cluster
-            .standby
-            .as_ref()
-            .is_some_and(|s| s.enabled && s.repo_name.is_some());
+    let restores_from_repo = cluster.backups.is_some() || follows_repo(cluster);
     if restores_from_repo {
         // A replica restored from the repository does not load the primary with a base
         // backup; until the first backup exists this fails and Patroni falls back.
@@ -335,19 +406,28 @@ fn postgresql(cluster: &ValidatedCluster, local: &Local) -> Value {
     });
     if restores_from_repo {
         pg["pgbackrest"] = json!({
-            "command": format!(
-                "pgbackrest --stanza={PGBACKREST_STANZA} --pg1-path={} --delta --type=standby restore",
-                local.data_dir
-            ),
+            "command": command_line("pgbackrest", &replica_args(local.data_dir)),
             "keep_data": true,
             "no_params": true,
         });
+        if follows_repo(cluster) {
+            // The leader of a repo-only standby cluster has no remote server to connect to;
+            // Patroni keeps only methods marked as needing none. Not set otherwise: a member
+            // of a normal cluster must never seed itself from the repo while no leader runs
+            // and then race the real primary's return.
+            pg["pgbackrest"]["no_leader"] = json!(true);
+        }
     }
     if let Some(host) = local.connect_host {
         pg["connect_address"] = json!(format!("{host}:{}", cluster.port));
     }
     if let Some(bin_dir) = local.bin_dir {
         pg["bin_dir"] = json!(bin_dir);
+    }
+    if let Some(command) = local.role_change_callback {
+        // on_start too: a member that starts as the leader (a restarted cluster) changes no
+        // role, yet whatever follows the primary must hear of it.
+        pg["callbacks"] = json!({ "on_start": command, "on_role_change": command });
     }
     pg
 }

@@ -43,6 +43,7 @@ fn member() -> Member {
         server_tls_dir: "/state/hippo-0/tls".into(),
         replication_tls_dir: "/state/hippo-0/tls/replication".into(),
         os_user: "alice".into(),
+        role_change_callback: None,
     }
 }
 
@@ -185,7 +186,11 @@ fn member_yaml_carries_the_member_identity_and_paths() {
     );
     assert_eq!(
         pg["pg_ident"],
-        json!(["tusk postgres postgres", "tusk alice postgres"])
+        json!([
+            "tusk postgres postgres",
+            "tusk alice postgres",
+            "tusk-operator _tusk_operator postgres"
+        ])
     );
     assert_eq!(
         pg["authentication"]["replication"]["sslcert"],
@@ -251,4 +256,150 @@ fn replicas_restore_from_the_repo_only_with_backups() {
         json!(["basebackup"])
     );
     assert!(without["postgresql"].get("pgbackrest").is_none());
+}
+
+#[test]
+fn a_restore_bootstrap_keeps_pgbackrests_recovery_settings() {
+    let cluster = example("01-hippo-basic.yaml");
+    let dcs = Dcs::Etcd3 {
+        hosts: vec!["127.0.0.1:2379".into()],
+    };
+    let command = "pgbackrest --stanza=db --repo=1 '--target=2024-05-01 10:00:00+00' restore";
+    let restoring = parse(&member_yaml_bootstrapped(
+        &cluster,
+        &dcs,
+        &member(),
+        &Bootstrap::Restore {
+            command: command.into(),
+        },
+    ));
+    let bootstrap = &restoring["bootstrap"];
+    assert_eq!(bootstrap["method"], json!(RESTORE_BOOTSTRAP_METHOD));
+    let method = &bootstrap[RESTORE_BOOTSTRAP_METHOD];
+    assert_eq!(method["command"], json!(command));
+    assert_eq!(method["keep_existing_recovery_conf"], json!(true));
+    assert_eq!(method["no_params"], json!(true));
+    // The DCS section is still written: the restored cluster gets Tusk's settings.
+    assert_eq!(bootstrap["dcs"], dynamic_configuration(&cluster));
+
+    let fresh = parse(&member_yaml(&cluster, &dcs, &member()));
+    assert!(fresh["bootstrap"].get("method").is_none(), "{fresh:#}");
+    assert!(fresh["bootstrap"].get(RESTORE_BOOTSTRAP_METHOD).is_none());
+}
+
+#[test]
+fn only_a_member_given_a_callback_has_patroni_callbacks() {
+    let cluster = example("02-hippo-ha.yaml");
+    let dcs = Dcs::Etcd3 {
+        hosts: vec!["127.0.0.1:2379".into()],
+    };
+    let command = "/bin/sh '/state dir/pgbouncer/follow-primary.sh' hippo-0";
+    let with = parse(&member_yaml(
+        &cluster,
+        &dcs,
+        &Member {
+            role_change_callback: Some(command.into()),
+            ..member()
+        },
+    ));
+    assert_eq!(
+        with["postgresql"]["callbacks"],
+        json!({ "on_start": command, "on_role_change": command })
+    );
+    let without = parse(&member_yaml(&cluster, &dcs, &member()));
+    assert!(without["postgresql"].get("callbacks").is_none());
+    let kubernetes = parse(&cluster_yaml(
+        &cluster,
+        &Dcs::Kubernetes {
+            namespace: "tusk".into(),
+        },
+    ));
+    assert!(kubernetes["postgresql"].get("callbacks").is_none());
+}
+
+fn standby(section: &str) -> ValidatedCluster {
+    cluster_from(&format!(
+        r#"
+apiVersion: tusk.rs/v1beta1
+kind: PostgresCluster
+metadata: {{name: hippo-standby, namespace: tusk}}
+spec:
+  postgresVersion: 15
+  instances: [{{name: i1, dataVolumeClaimSpec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}}}]
+  backups:
+    pgbackrest:
+      repos:
+        - name: repo1
+          volume: {{volumeClaimSpec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}}}
+        - name: repo2
+          volume: {{volumeClaimSpec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}}}
+  standby: {section}
+"#
+    ))
+}
+
+#[test]
+fn a_repo_standby_replays_the_named_repo_and_seeds_without_a_remote_server() {
+    let cluster = standby("{enabled: true, repoName: repo2}");
+    assert_eq!(
+        dynamic_configuration(&cluster)["standby_cluster"],
+        json!({
+            "restore_command": "pgbackrest --stanza=db --repo=2 archive-get %f \"%p\"",
+            "create_replica_methods": ["pgbackrest"],
+        })
+    );
+    let doc = parse(&member_yaml(
+        &cluster,
+        &Dcs::Etcd3 {
+            hosts: vec!["127.0.0.1:2379".into()],
+        },
+        &member(),
+    ));
+    // Patroni drops every method needing a leader connection when the source has no host.
+    assert_eq!(doc["postgresql"]["pgbackrest"]["no_leader"], json!(true));
+}
+
+#[test]
+fn a_streaming_standby_authenticates_with_the_replication_certificate() {
+    let cluster = standby("{enabled: true, host: 127.0.0.9}");
+    let dcs = dynamic_configuration(&cluster);
+    assert_eq!(
+        dcs["standby_cluster"],
+        json!({"host": "127.0.0.9", "port": 5432, "create_replica_methods": ["basebackup"]})
+    );
+    let doc = parse(&member_yaml(
+        &cluster,
+        &Dcs::Etcd3 {
+            hosts: vec!["127.0.0.1:2379".into()],
+        },
+        &member(),
+    ));
+    let replication = &doc["postgresql"]["authentication"]["replication"];
+    assert_eq!(replication["username"], json!("_tusk_repl"));
+    assert_eq!(
+        replication["sslcert"],
+        json!("/state/hippo-0/tls/replication/tls.crt")
+    );
+    assert_eq!(
+        replication["sslrootcert"],
+        json!("/state/hippo-0/tls/replication/ca.crt")
+    );
+    // Streaming needs the leader connection: no repo seeding without one.
+    assert!(doc["postgresql"]["pgbackrest"].get("no_leader").is_none());
+}
+
+#[test]
+fn disabling_the_standby_removes_standby_cluster_so_a_patch_promotes() {
+    let promoted = standby("{enabled: false, repoName: repo1, host: 127.0.0.9}");
+    let dcs = dynamic_configuration(&promoted);
+    assert!(dcs.get("standby_cluster").is_none(), "{dcs:#}");
+    let doc = parse(&member_yaml(
+        &promoted,
+        &Dcs::Etcd3 {
+            hosts: vec!["127.0.0.1:2379".into()],
+        },
+        &member(),
+    ));
+    assert!(doc["bootstrap"]["dcs"].get("standby_cluster").is_none());
+    assert!(doc["postgresql"]["pgbackrest"].get("no_leader").is_none());
 }

@@ -19,7 +19,9 @@
 //! (the user wins, e.g. `repo1-path` for a bucket shared by clusters); YAML booleans become
 //! pgBackRest's `y`/`n`.
 
-use tusk_api::model::{BackupSettings, RepoSettings, RepoStorage};
+use std::collections::BTreeMap;
+
+use tusk_api::model::{RepoSettings, RepoStorage};
 use tusk_api::naming::REPLICATION_USER;
 use tusk_api::ValidatedCluster;
 
@@ -55,6 +57,18 @@ pub const ARCHIVE_PROCESS_MAX: u32 = 2;
 /// Tusk's default compression: zstd (`zst` in pgBackRest) is both faster and smaller than gz.
 pub const DEFAULT_COMPRESS_TYPE: &str = "zst";
 
+/// Tusk's defaults for the backups themselves, the same wherever a backup runs (members in
+/// `tusk local`, instances or the repo host in Kubernetes); `global` overrides them.
+/// - `compress-type`: [`DEFAULT_COMPRESS_TYPE`].
+/// - `start-fast`: a backup starts with an immediate checkpoint instead of waiting for the
+///   next scheduled one (up to `checkpoint_timeout`, 5 minutes by default): a manual backup,
+///   the full backup after an in-place restore and a new replica's seed should not sit idle.
+///   Set `start-fast: "n"` in `global` to spread the checkpoint's I/O instead.
+fn backup_defaults(global: &mut Options) {
+    global.set("compress-type", DEFAULT_COMPRESS_TYPE);
+    global.set("start-fast", "y");
+}
+
 /// `repoN-path` default: `/pgbackrest/repoN`.
 pub fn repo_path(repo: &RepoSettings) -> String {
     format!("{REPO_ROOT}/{}", repo.name)
@@ -75,7 +89,8 @@ pub struct PosixInstance<'a> {
     pub lock_dir: &'a str,
 }
 
-/// A repository that is not a volume: it has no POSIX path to render.
+/// A repository `tusk local` cannot run: `gcs` (no GCS-compatible server exists to prove the
+/// rendered options against, so they stay Kubernetes-only).
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotPosix {
     /// Field path of the offending repository, e.g. `spec.backups.pgbackrest.repos[1]`.
@@ -83,7 +98,10 @@ pub struct NotPosix {
 }
 
 /// The configuration file; `spec.backups.pgbackrest.global` options come after Tusk's own
-/// so a user may tune e.g. retention, but paths and the stanza are fixed.
+/// so a user may tune e.g. retention, but paths and the stanza are fixed. `volume` repos are
+/// directories under `repo_root`; `s3` and `azure` repos get the same options as on
+/// Kubernetes (credentials come from the `configuration` projections, which the runtime
+/// appends to this file as pgBackRest appends its include directory). `gcs` is refused.
 pub fn posix_conf(
     cluster: &ValidatedCluster,
     instance: &PosixInstance,
@@ -91,42 +109,77 @@ pub fn posix_conf(
     let Some(backups) = &cluster.backups else {
         return Ok(String::new());
     };
-    let mut global = vec![
-        format!("log-path={}", instance.log_dir),
-        format!("lock-path={}", instance.lock_dir),
-        // Logs of archive-push go to PostgreSQL's stderr; info keeps failures visible.
-        "log-level-stderr=info".into(),
-        "log-level-file=detail".into(),
-        // Several members share the repository directory; links would point into one
-        // member's data directory.
-        "link-all=n".into(),
-    ];
+    let mut global = Options::default();
+    global.set("log-path", instance.log_dir);
+    global.set("lock-path", instance.lock_dir);
+    // Logs of archive-push go to PostgreSQL's stderr; info keeps failures visible.
+    global.set("log-level-stderr", "info");
+    global.set("log-level-file", "detail");
+    // Several members share the repository directory; links would point into one member's
+    // data directory.
+    global.set("link-all", "n");
+    backup_defaults(&mut global);
     for (position, repo) in backups.repos.iter().enumerate() {
-        if !matches!(repo.storage, RepoStorage::Volume(_)) {
-            return Err(NotPosix {
-                field: format!("spec.backups.pgbackrest.repos[{position}]"),
-            });
+        match &repo.storage {
+            RepoStorage::Volume(_) => global.set(
+                format!("repo{}-path", repo.index),
+                format!("{}/{}", instance.repo_root, repo.name),
+            ),
+            RepoStorage::Gcs { .. } => {
+                return Err(NotPosix {
+                    field: format!("spec.backups.pgbackrest.repos[{position}]"),
+                })
+            }
+            RepoStorage::S3 { .. } | RepoStorage::Azure { .. } => {
+                object_store_options(&mut global, repo)
+            }
         }
-        global.push(format!(
-            "repo{}-path={}/{}",
-            repo.index, instance.repo_root, repo.name
-        ));
     }
-    for (key, value) in &backups.global {
-        global.push(format!("{key}={}", user_value(value)));
-    }
-    let stanza = [
-        format!("pg1-path={}", instance.data_dir),
-        format!("pg1-socket-path={}", instance.socket_dir),
-        format!("pg1-port={}", instance.port),
-        format!("pg1-user={}", tusk_api::naming::SUPERUSER),
-    ];
+    user_globals(&mut global, &backups.global);
+    let mut stanza = Options::default();
+    stanza.set("pg1-path", instance.data_dir);
+    stanza.set("pg1-socket-path", instance.socket_dir);
+    stanza.set("pg1-port", instance.port.to_string());
+    stanza.set("pg1-user", tusk_api::naming::SUPERUSER);
     Ok(format!(
-        "# pgBackRest configuration of PostgresCluster {}/{}, generated by Tusk. Do not edit.\n[global]\n{}\n\n[{PGBACKREST_STANZA}]\n{}\n",
+        "# pgBackRest configuration of PostgresCluster {}/{}, generated by Tusk. Do not edit.\n[global]\n{}\n[{PGBACKREST_STANZA}]\n{}",
         cluster.namespace,
         cluster.name(),
-        global.join("\n"),
-        stanza.join("\n")
+        global.render(),
+        stanza.render()
+    ))
+}
+
+/// The file `tusk local` restores a `spec.dataSource.pgbackrest` from: only the source repo
+/// (`repo`, whose `field` names it in errors), the source's `global` options and its
+/// `stanza`, with this instance's data directory as `pg1-path`. The source cluster need not
+/// exist. A `gcs` (or `volume`) source is refused like in [`posix_conf`].
+pub fn data_source_conf(
+    stanza: &str,
+    repo: &RepoSettings,
+    user_global: &BTreeMap<String, String>,
+    instance: &PosixInstance,
+    field: &str,
+) -> Result<String, NotPosix> {
+    if !matches!(
+        repo.storage,
+        RepoStorage::S3 { .. } | RepoStorage::Azure { .. }
+    ) {
+        return Err(NotPosix {
+            field: field.to_owned(),
+        });
+    }
+    let mut global = Options::default();
+    global.set("log-path", instance.log_dir);
+    global.set("lock-path", instance.lock_dir);
+    object_store_options(&mut global, repo);
+    user_globals(&mut global, user_global);
+    let mut section = Options::default();
+    section.set("pg1-path", instance.data_dir);
+    Ok(format!(
+        "# pgBackRest configuration of a dataSource.pgbackrest restore, generated by Tusk. Do not edit.\n[global]\n{}\n[{stanza}]\n{}",
+        global.render(),
+        section.render()
     ))
 }
 
@@ -184,30 +237,42 @@ fn repo_options(global: &mut Options, repo: &RepoSettings, side: Side, repo_host
             );
         }
         (RepoStorage::Volume(_), Side::RepoHost) => global.set(format!("repo{n}-type"), "posix"),
-        (
-            RepoStorage::S3 {
-                bucket,
-                endpoint,
-                region,
-            },
-            _,
-        ) => {
+        (RepoStorage::S3 { .. } | RepoStorage::Gcs { .. } | RepoStorage::Azure { .. }, _) => {
+            object_store_options(global, repo)
+        }
+    }
+    // On an instance the path of a volume repo is the repo host's, which pgBackRest asks the
+    // remote for; writing it keeps both sides' files alike for a person reading them.
+    global.set(format!("repo{n}-path"), repo_path(repo));
+}
+
+/// `repoN-*` options of an object-store repo, the same in both runtimes (so a bucket written
+/// by one is read by the other): type, bucket or container, and the default path
+/// `/pgbackrest/repoN` inside it. Endpoint port, URI style and CA file are the user's
+/// (`global`), as are credentials (`configuration` projections).
+fn object_store_options(global: &mut Options, repo: &RepoSettings) {
+    let n = repo.index;
+    match &repo.storage {
+        RepoStorage::S3 {
+            bucket,
+            endpoint,
+            region,
+        } => {
             global.set(format!("repo{n}-type"), "s3");
             global.set(format!("repo{n}-s3-bucket"), bucket);
             global.set(format!("repo{n}-s3-endpoint"), endpoint);
             global.set(format!("repo{n}-s3-region"), region);
         }
-        (RepoStorage::Gcs { bucket }, _) => {
+        RepoStorage::Gcs { bucket } => {
             global.set(format!("repo{n}-type"), "gcs");
             global.set(format!("repo{n}-gcs-bucket"), bucket);
         }
-        (RepoStorage::Azure { container }, _) => {
+        RepoStorage::Azure { container } => {
             global.set(format!("repo{n}-type"), "azure");
             global.set(format!("repo{n}-azure-container"), container);
         }
+        RepoStorage::Volume(_) => return,
     }
-    // On an instance the path of a volume repo is the repo host's, which pgBackRest asks the
-    // remote for; writing it keeps both sides' files alike for a person reading them.
     global.set(format!("repo{n}-path"), repo_path(repo));
 }
 
@@ -225,8 +290,8 @@ fn tls_server_options(global: &mut Options) {
     );
 }
 
-fn user_globals(global: &mut Options, backups: &BackupSettings) {
-    for (key, value) in &backups.global {
+fn user_globals(global: &mut Options, user: &BTreeMap<String, String>) {
+    for (key, value) in user {
         global.set(key.clone(), user_value(value));
     }
 }
@@ -276,12 +341,12 @@ pub fn instance_conf(cluster: &ValidatedCluster, repo_host: &str) -> Option<Stri
     // hold up WAL recycling one segment at a time.
     global.set("archive-async", "y");
     global.set("spool-path", INSTANCE_SPOOL_DIR);
-    global.set("compress-type", DEFAULT_COMPRESS_TYPE);
+    backup_defaults(&mut global);
     for repo in &backups.repos {
         repo_options(&mut global, repo, Side::Instance, repo_host);
     }
     tls_server_options(&mut global);
-    user_globals(&mut global, backups);
+    user_globals(&mut global, &backups.global);
     let mut push = Options::default();
     push.set("process-max", ARCHIVE_PROCESS_MAX.to_string());
     let mut get = Options::default();
@@ -313,12 +378,12 @@ pub fn repo_host_conf(cluster: &ValidatedCluster, instance_hosts: &[String]) -> 
     let mut global = Options::default();
     // On the first repo volume: the only writable, persistent place of the repo host.
     global.set("log-path", format!("{}/log", repo_path(first_volume)));
-    global.set("compress-type", DEFAULT_COMPRESS_TYPE);
+    backup_defaults(&mut global);
     for repo in &backups.repos {
         repo_options(&mut global, repo, Side::RepoHost, "");
     }
     tls_server_options(&mut global);
-    user_globals(&mut global, backups);
+    user_globals(&mut global, &backups.global);
     let mut stanza = Options::default();
     for (i, host) in instance_hosts.iter().enumerate() {
         let n = i + 1;

@@ -39,16 +39,92 @@ fn volume_repos_become_posix_paths_and_globals_follow() {
 }
 
 #[test]
-fn object_store_repos_are_refused_with_their_field() {
+fn gcs_repos_are_refused_locally_with_their_field() {
     let manifest = MANIFEST.replace(
         "volume: {volumeClaimSpec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}",
-        "s3: {bucket: b, endpoint: s3.example.com, region: r}",
+        "gcs: {bucket: b}",
     );
     let cluster = crate::test_support::cluster_from(&manifest);
     assert_eq!(
         posix_conf(&cluster, &instance()),
         Err(NotPosix {
             field: "spec.backups.pgbackrest.repos[0]".into()
+        })
+    );
+}
+
+#[test]
+fn s3_and_azure_repos_render_locally_as_on_kubernetes_and_user_globals_replace() {
+    let manifest = MANIFEST
+        .replace(
+            "volume: {volumeClaimSpec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}",
+            "s3: {bucket: b, endpoint: 127.0.0.1, region: r}\n        - name: repo2\n          azure: {container: c}",
+        )
+        .replace(
+            "global: {repo1-retention-full: \"4\"}",
+            "global: {repo1-path: /shared/hippo, repo1-s3-uri-style: path, repo2-storage-verify-tls: \"false\"}",
+        );
+    let cluster = crate::test_support::cluster_from(&manifest);
+    let conf = posix_conf(&cluster, &instance()).unwrap();
+    let global = section(&conf, "global");
+    for line in [
+        "repo1-type=s3",
+        "repo1-s3-bucket=b",
+        "repo1-s3-endpoint=127.0.0.1",
+        "repo1-s3-region=r",
+        "repo1-s3-uri-style=path",
+        "repo2-type=azure",
+        "repo2-azure-container=c",
+        "repo2-path=/pgbackrest/repo2",
+        "repo2-storage-verify-tls=n",
+        "compress-type=zst",
+    ] {
+        assert!(global.contains(&line), "{line} missing:\n{conf}");
+    }
+    // The user's path replaces Tusk's default in place: pgBackRest refuses a key twice.
+    let paths: Vec<&str> = global
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("repo1-path="))
+        .collect();
+    assert_eq!(paths, ["repo1-path=/shared/hippo"], "{conf}");
+    // Kubernetes renders the same repo options (a bucket one runtime wrote, the other reads).
+    let kube = instance_conf(&cluster, REPO_HOST).unwrap();
+    for line in global.iter().filter(|l| l.starts_with("repo")) {
+        assert!(
+            section(&kube, "global").contains(line),
+            "{line} not on Kubernetes"
+        );
+    }
+}
+
+#[test]
+fn data_source_conf_names_only_the_source_repo_and_stanza() {
+    let manifest = MANIFEST.replace(
+        "volume: {volumeClaimSpec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}",
+        "azure: {container: c}",
+    );
+    let cluster = crate::test_support::cluster_from(&manifest);
+    let repo = &cluster.backups.as_ref().unwrap().repos[0];
+    let user = BTreeMap::from([("repo1-azure-uri-style".to_owned(), "path".to_owned())]);
+    let conf = data_source_conf("old", repo, &user, &instance(), "f").unwrap();
+    assert!(
+        section(&conf, "global").contains(&"repo1-azure-uri-style=path"),
+        "{conf}"
+    );
+    assert_eq!(section(&conf, "old"), ["pg1-path=/s/m/pgdata"], "{conf}");
+    let volume = crate::test_support::cluster_from(MANIFEST);
+    let volume_repo = &volume.backups.as_ref().unwrap().repos[0];
+    assert_eq!(
+        data_source_conf(
+            "db",
+            volume_repo,
+            &user,
+            &instance(),
+            "spec.dataSource.pgbackrest.repo"
+        ),
+        Err(NotPosix {
+            field: "spec.dataSource.pgbackrest.repo".into()
         })
     );
 }
@@ -306,4 +382,26 @@ fn the_real_pgbackrest_parses_both_files_without_complaint() {
     assert_eq!(instance("backup", "repo-s3-bucket"), "my-bucket");
     assert_eq!(instance("backup", "repo-s3-region"), "ca-central-1");
     assert_eq!(instance("backup", "repo-retention-full"), "4");
+}
+
+#[test]
+fn backups_start_fast_wherever_they_run_unless_global_says_otherwise() {
+    let defaults =
+        crate::test_support::cluster_from(&ALL_REPOS.replace("start-fast: \"true\", ", ""));
+    let local = crate::test_support::cluster_from(MANIFEST);
+    for conf in [
+        instance_conf(&defaults, REPO_HOST).unwrap(),
+        repo_host_conf(&defaults, &[REPO_HOST.to_owned()]).unwrap(),
+        posix_conf(&local, &instance()).unwrap(),
+    ] {
+        assert!(section(&conf, "global").contains(&"start-fast=y"), "{conf}");
+    }
+
+    let spread = ALL_REPOS.replace("start-fast: \"true\"", "start-fast: \"false\"");
+    let conf = instance_conf(&crate::test_support::cluster_from(&spread), REPO_HOST).unwrap();
+    let start_fast: Vec<&str> = section(&conf, "global")
+        .into_iter()
+        .filter(|l| l.starts_with("start-fast="))
+        .collect();
+    assert_eq!(start_fast, ["start-fast=n"], "{conf}");
 }

@@ -62,6 +62,7 @@ fn hippo_ha_etcd3_member() {
         server_tls_dir: "/var/lib/tusk/hippo/instance1-0/tls".into(),
         replication_tls_dir: "/var/lib/tusk/hippo/instance1-0/tls/replication".into(),
         os_user: "tusk".into(),
+        role_change_callback: None,
     };
     let dcs = Dcs::Etcd3 {
         hosts: vec!["127.0.0.1:2379".into()],

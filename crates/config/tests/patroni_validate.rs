@@ -158,6 +158,7 @@ fn member_in(dir: &Path, host: &str) -> Member {
         server_tls_dir: sub("tls"),
         replication_tls_dir: sub("tls/replication"),
         os_user: "tusk".into(),
+        role_change_callback: None,
     }
 }
 

@@ -1,11 +1,10 @@
 //! etcd, Patroni's DCS in local mode: one member on `<network>.1`, client port 2379 and peer
 //! port 2380, data under `<state>/etcd`. Touches that directory and the etcd process.
 
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::error::{io, Error, Result};
+use crate::error::{io, Result};
 use crate::state::{Layout, Network};
 use crate::system::{self, RunAs};
 
@@ -56,19 +55,9 @@ pub fn ensure_running(layout: &Layout, network: &Network, run_as: &RunAs) -> Res
             .args(["--log-level", "warn"]);
         system::spawn_detached("etcd", command, &log, &dir.join("etcd.pid"), run_as)?;
     }
-    let endpoint = client_endpoint(network);
-    let start = Instant::now();
-    while TcpStream::connect(&endpoint).is_err() {
-        if start.elapsed() > START_LIMIT || pid(layout).is_none() {
-            return Err(Error::Timeout {
-                what: format!("etcd to listen on {endpoint}"),
-                seconds: start.elapsed().as_secs(),
-                log,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
+    system::wait_listening("etcd", &client_endpoint(network), &log, START_LIMIT, || {
+        pid(layout).is_some()
+    })
 }
 
 /// Removes a departed member's key so Patroni forgets it at once (and the leader drops its
@@ -77,6 +66,21 @@ pub fn forget_member(network: &Network, scope: &str, member: &str) -> Result<()>
     crate::patroni_api::etcd_delete(
         &client_endpoint(network),
         &format!("{PATRONI_NAMESPACE}/{scope}/members/{member}"),
+    )
+}
+
+/// Replaces everything Patroni keeps for `scope` (initialize key, leader, history,
+/// members) by `dynamic_configuration` alone: the next Patroni to start takes its data
+/// directory over as a new cluster with that configuration (Patroni writes `bootstrap.dcs`
+/// only when it bootstraps an empty directory). Used by an in-place restore, whose data is
+/// older than what the old keys describe.
+pub fn reset_cluster(network: &Network, scope: &str, dynamic_configuration: &str) -> Result<()> {
+    let endpoint = client_endpoint(network);
+    crate::patroni_api::etcd_delete_prefix(&endpoint, &format!("{PATRONI_NAMESPACE}/{scope}/"))?;
+    crate::patroni_api::etcd_put(
+        &endpoint,
+        &format!("{PATRONI_NAMESPACE}/{scope}/config"),
+        dynamic_configuration,
     )
 }
 

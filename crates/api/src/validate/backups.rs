@@ -31,9 +31,16 @@ pub(super) fn backups(errs: &mut Errors, b: &PgBackRestSpec) -> BackupSettings {
                 format!("{:?} is not a repo in {base}.repos", m.repo_name),
             );
         }
+        let options = m.options.clone().unwrap_or_default();
+        check_options(
+            errs,
+            &format!("{base}.manual.options"),
+            &options,
+            MANAGED_BACKUP,
+        );
         RepoOptions {
             repo_name: m.repo_name.clone(),
-            options: m.options.clone().unwrap_or_default(),
+            options,
         }
     });
     let restore = b.restore.as_ref().map(|r| {
@@ -44,14 +51,12 @@ pub(super) fn backups(errs: &mut Errors, b: &PgBackRestSpec) -> BackupSettings {
             );
         }
         let options = r.options.clone().unwrap_or_default();
-        for (i, o) in options.iter().enumerate() {
-            if o.starts_with("--target-action") {
-                errs.push(
-                    format!("{base}.restore.options[{i}]"),
-                    "--target-action is managed by Tusk",
-                );
-            }
-        }
+        check_options(
+            errs,
+            &format!("{base}.restore.options"),
+            &options,
+            MANAGED_IN_PLACE_RESTORE,
+        );
         RestoreSettings {
             enabled: r.enabled,
             repo_name: r.repo_name.clone(),
@@ -177,7 +182,12 @@ pub(super) fn data_source(errs: &mut Errors, d: &DataSource) -> Option<DataSourc
         }
         (Some(pc), None) => {
             let options = pc.options.clone().unwrap_or_default();
-            check_restore_options(errs, "spec.dataSource.postgresCluster.options", &options);
+            check_options(
+                errs,
+                "spec.dataSource.postgresCluster.options",
+                &options,
+                MANAGED_BOOTSTRAP_RESTORE,
+            );
             Some(DataSourceSettings::PostgresCluster {
                 cluster_name: pc.cluster_name.clone(),
                 cluster_namespace: pc.cluster_namespace.clone(),
@@ -187,7 +197,12 @@ pub(super) fn data_source(errs: &mut Errors, d: &DataSource) -> Option<DataSourc
         }
         (None, Some(pb)) => {
             let options = pb.options.clone().unwrap_or_default();
-            check_restore_options(errs, "spec.dataSource.pgbackrest.options", &options);
+            check_options(
+                errs,
+                "spec.dataSource.pgbackrest.options",
+                &options,
+                MANAGED_BOOTSTRAP_RESTORE,
+            );
             let repo = repo(errs, "spec.dataSource.pgbackrest.repo", &pb.repo)?;
             if matches!(repo.storage, RepoStorage::Volume(_)) {
                 errs.push(
@@ -207,14 +222,36 @@ pub(super) fn data_source(errs: &mut Errors, d: &DataSource) -> Option<DataSourc
     }
 }
 
-fn check_restore_options(errs: &mut Errors, path: &str, options: &[String]) {
-    for (i, o) in options.iter().enumerate() {
-        for managed in ["--target-action", "--pg1-path", "--stanza", "--repo="] {
-            if o.starts_with(managed) {
-                errs.push(
-                    format!("{path}[{i}]"),
-                    format!("{managed} is managed by Tusk"),
-                );
+/// pgBackRest options Tusk sets itself on every backup (the repo comes from `repoName` or
+/// `tusk local backup --repo`); `--type` stays the user's (`--type=full` in PGO manuals).
+const MANAGED_BACKUP: &[&str] = &["--stanza", "--pg1-path", "--repo"];
+/// ... on a restore into a new cluster (`tusk_config::restore`): `--target-action=promote`
+/// comes with every target so the restored cluster can be led by Patroni.
+const MANAGED_BOOTSTRAP_RESTORE: &[&str] = &["--target-action", "--pg1-path", "--stanza", "--repo"];
+/// ... on an in-place restore, which is always `--delta`.
+const MANAGED_IN_PLACE_RESTORE: &[&str] = &[
+    "--target-action",
+    "--pg1-path",
+    "--stanza",
+    "--repo",
+    "--delta",
+];
+
+/// Options are shell words as in the PGO family's manifests (`--target="2021-06-09
+/// 14:15:11-04"`); each must split, and none may name an option Tusk manages.
+fn check_options(errs: &mut Errors, path: &str, options: &[String], managed: &[&str]) {
+    for (i, option) in options.iter().enumerate() {
+        let Some(words) = shlex::split(option).filter(|w| !w.is_empty()) else {
+            errs.push(
+                format!("{path}[{i}]"),
+                "not a complete option (unbalanced quotes, or empty)",
+            );
+            continue;
+        };
+        for word in &words {
+            let name = word.split('=').next().unwrap_or_default();
+            if managed.contains(&name) {
+                errs.push(format!("{path}[{i}]"), format!("{name} is managed by Tusk"));
             }
         }
     }
@@ -253,5 +290,89 @@ pub(super) fn standby(
         repo_name: s.repo_name.clone(),
         host: s.host.clone(),
         port,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(path: &str, options: &[&str], managed: &[&str]) -> Vec<String> {
+        let mut errs = Errors::default();
+        let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        check_options(&mut errs, path, &options, managed);
+        errs.0.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn in_place_restore_options_tusk_manages_are_named_by_position() {
+        let base = "spec.backups.pgbackrest.restore.options";
+        assert_eq!(
+            reasons(
+                base,
+                &[
+                    "--type=time",
+                    "--target-action=pause",
+                    "--delta",
+                    "--repo=2"
+                ],
+                MANAGED_IN_PLACE_RESTORE
+            ),
+            [
+                format!("{base}[1]: --target-action is managed by Tusk"),
+                format!("{base}[2]: --delta is managed by Tusk"),
+                format!("{base}[3]: --repo is managed by Tusk"),
+            ]
+        );
+        // What users do set, including PGO's quoted target and a repo's own option.
+        assert!(reasons(
+            base,
+            &[
+                "--type=time",
+                r#"--target="2021-06-09 14:15:11-04""#,
+                "--set=20240501-000000F",
+                "--db-include=zoo",
+                "--target-timeline=current",
+                "--repo1-path=/elsewhere",
+            ],
+            MANAGED_IN_PLACE_RESTORE
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn clones_may_not_name_the_stanza_or_data_directory_but_may_use_delta() {
+        let base = "spec.dataSource.postgresCluster.options";
+        assert_eq!(
+            reasons(
+                base,
+                &["--stanza db", "--pg1-path=/x", "--delta"],
+                MANAGED_BOOTSTRAP_RESTORE
+            ),
+            [
+                format!("{base}[0]: --stanza is managed by Tusk"),
+                format!("{base}[1]: --pg1-path is managed by Tusk"),
+            ]
+        );
+        assert_eq!(
+            reasons(base, &["--target=\"2021"], MANAGED_BOOTSTRAP_RESTORE),
+            [format!(
+                "{base}[0]: not a complete option (unbalanced quotes, or empty)"
+            )]
+        );
+    }
+
+    #[test]
+    fn manual_backups_keep_their_type_but_not_the_repo() {
+        let base = "spec.backups.pgbackrest.manual.options";
+        assert!(reasons(base, &["--type=full", "--start-fast"], MANAGED_BACKUP).is_empty());
+        assert_eq!(
+            reasons(
+                base,
+                &["--repo=1", "--target-action=promote"],
+                MANAGED_BACKUP
+            ),
+            [format!("{base}[0]: --repo is managed by Tusk")]
+        );
     }
 }
