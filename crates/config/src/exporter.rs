@@ -1,7 +1,7 @@
 //! postgres_exporter's side of monitoring: the curated query set (`queries/queries.yaml`,
 //! the `--extend.query-path` format), the metric names it and the exporter's built-ins
-//! produce, a PromQL metric-name extractor for checking dashboards and alert rules against
-//! them, the exporter's environment, and the SQL for its least-privilege role and for the
+//! produce, a PromQL metric-name extractor and the expressions of the dashboards and alert
+//! rules (as text) for checking them against those names, the exporter's environment, and the SQL for its least-privilege role and for the
 //! backup-status table the backup side fills. Shared by the operator (ConfigMap, sidecar env)
 //! and `tusk local` (files, process env). Pure; no I/O.
 
@@ -216,6 +216,62 @@ pub fn promql_metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
+/// `(alert or record name, expression)` of every rule in a PrometheusRule manifest
+/// (`deploy/monitoring/prometheus-rules.yaml`); its `spec` is a plain rules file.
+pub fn rule_expressions(prometheus_rule_yaml: &str) -> Result<Vec<(String, String)>, String> {
+    let rule: serde_yaml::Value =
+        serde_yaml::from_str(prometheus_rule_yaml).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for group in rule["spec"]["groups"]
+        .as_sequence()
+        .ok_or("spec.groups: missing")?
+    {
+        for rule in group["rules"]
+            .as_sequence()
+            .ok_or("groups[].rules: missing")?
+        {
+            let name = rule["alert"]
+                .as_str()
+                .or(rule["record"].as_str())
+                .ok_or("rules[]: neither alert nor record")?;
+            let expr = rule["expr"].as_str().ok_or("rules[].expr: missing")?;
+            out.push((name.to_owned(), expr.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// `(panel title or $variable, PromQL)` of every panel target and templating query of a
+/// Grafana dashboard. For Grafana's `label_values(metric, label)` only the metric is PromQL.
+pub fn dashboard_expressions(dashboard_json: &str) -> Result<Vec<(String, String)>, String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(dashboard_json).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().ok_or("panels: missing")? {
+        for target in panel["targets"]
+            .as_array()
+            .ok_or("panels[].targets: missing")?
+        {
+            let expr = target["expr"].as_str().ok_or("targets[].expr: missing")?;
+            out.push((panel["title"].to_string(), expr.to_owned()));
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            let metric = query
+                .strip_prefix("label_values(")
+                .and_then(|rest| rest.split(',').next())
+                .unwrap_or(query);
+            out.push((format!("${}", variable["name"]), metric.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
 fn skip_string(chars: &[char], start: usize) -> usize {
     let quote = chars[start];
     let mut i = start + 1;
@@ -240,7 +296,7 @@ pub struct Connection {
 }
 
 /// The exporter's environment, except the password, which the caller adds as
-/// `DATA_SOURCE_PASS` (a Secret reference in a pod) or `DATA_SOURCE_PASS_FILE`.
+/// `DATA_SOURCE_PASS_FILE` (a file projected from a Secret in a pod, a 0600 file locally).
 pub fn exporter_env(connection: &Connection) -> BTreeMap<String, String> {
     let mut params = vec![format!("sslmode={}", connection.sslmode)];
     if let Some(ca) = &connection.sslrootcert {
@@ -384,6 +440,29 @@ mod tests {
         .map(str::to_owned)
         .collect();
         assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn rule_and_dashboard_expressions_are_found_with_where_they_are() {
+        let rules = rule_expressions(
+            "kind: PrometheusRule\nspec:\n  groups:\n    - name: g\n      rules:\n        - {alert: A, expr: 'pg_up == 0'}\n        - {record: 'r:x', expr: 'sum(tusk_pg_wal_dir_bytes)'}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rules,
+            [
+                ("A".to_owned(), "pg_up == 0".to_owned()),
+                ("r:x".to_owned(), "sum(tusk_pg_wal_dir_bytes)".to_owned())
+            ]
+        );
+        let panels = dashboard_expressions(
+            r#"{"panels": [{"title": "T", "targets": [{"expr": "up"}]}],
+                "templating": {"list": [{"name": "c", "query": {"query": "label_values(pg_up, job)"}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(panels[0].1, "up");
+        assert_eq!(panels[1], ("$\"c\"".to_owned(), "pg_up".to_owned()));
+        assert!(rule_expressions("spec: {}").is_err());
     }
 
     #[test]

@@ -4,18 +4,24 @@
 //! same `tusk_config` functions the operator uses. State lives in one directory per cluster
 //! (`state`); servers outlive `tusk` and are found again by pid. Users, databases and
 //! `databaseInitSQL` are applied as SQL on the primary (`users`, `sql`), with passwords kept
-//! in the state directory (`passwords`).
+//! in the state directory (`passwords`). PgBouncer and one exporter per member run beside
+//! them when the spec asks (`services`, `pgbouncer`, `exporter`).
 
-mod backup;
+pub mod backup;
 pub mod error;
 pub mod etcd;
+pub mod exporter;
 pub mod members;
 pub mod observe;
 pub mod passwords;
 pub mod patroni_api;
+pub mod pgbouncer;
+pub mod restore;
 mod rollout;
 pub mod secret;
+pub mod services;
 pub mod sql;
+pub mod standby;
 pub mod state;
 pub mod status;
 pub mod system;

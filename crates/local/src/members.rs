@@ -1,16 +1,17 @@
 //! One Patroni + PostgreSQL member: its files (patroni.yaml from the shared renderer,
-//! certificates, pgbackrest.conf), starting Patroni detached, stopping it, and finding its
-//! processes. Touches the member's directory and its processes.
+//! certificates, pgbackrest.conf), starting Patroni detached, stopping it, reloading it
+//! (configuration and certificates), and finding its processes. Touches the member's
+//! directory and its processes.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use tusk_api::ValidatedCluster;
-use tusk_config::patroni::{member_yaml, Dcs, Member};
+use tusk_config::patroni::{member_yaml_bootstrapped, Dcs, Member};
 use tusk_config::pgbackrest::{posix_conf, PosixInstance};
 
-use crate::error::{io, Error, Result};
+use crate::error::{io, Result};
 use crate::state::{Layout, MemberPaths, MemberRecord, State};
 use crate::system::{self, RunAs};
 
@@ -36,10 +37,74 @@ fn lossy(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Writes the member's directory: certificates (kept when present), patroni.yaml and
-/// pgbackrest.conf (rewritten each time from the current manifest). Returns whether
-/// patroni.yaml changed, so a running member can be told to reload.
-pub fn write_files(ctx: &Context, ca: &tusk_pki::RootCa, record: &MemberRecord) -> Result<bool> {
+/// Brings every member's certificate files up to date ([`crate::tls`] decides what is due)
+/// and makes running members re-read them with a reload, never a restart. Two passes, so no
+/// server is shown a certificate it does not trust yet: first the trust bundle everywhere,
+/// then the leaves. A valid leaf of a previous root moves to the signing root only when every
+/// member's CA files held that root before this call (see the rollover steps in `tls`).
+pub fn refresh_tls(
+    ctx: &Context,
+    authority: &crate::tls::Authority,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let members: Vec<(&MemberRecord, MemberPaths)> = ctx
+        .state
+        .members
+        .iter()
+        .map(|record| (record, ctx.layout.member(&record.name)))
+        .collect();
+    let mut everyone_trusts_signing_root = true;
+    for (_, paths) in &members {
+        everyone_trusts_signing_root &= crate::tls::trusts_signing_root(paths, authority)?;
+    }
+    for (record, paths) in &members {
+        if crate::tls::write_member_trust(paths, authority)? {
+            ctx.run_as.own_tree(&paths.dir)?;
+            reload_tls(ctx, &record.name, progress);
+        }
+    }
+    for (record, paths) in &members {
+        let host = ctx.state.host(record);
+        let member = crate::tls::MemberTls {
+            paths,
+            member: &record.name,
+            host: &host,
+        };
+        if crate::tls::ensure_member_certs(authority, &member, everyone_trusts_signing_root)? {
+            ctx.run_as.own_tree(&paths.dir)?;
+            if reload_tls(ctx, &record.name, progress) {
+                progress(&format!(
+                    "{}: new certificates loaded by a reload",
+                    record.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes a running member re-read its certificate files: `pg_reload_conf()` so PostgreSQL
+/// uses them for the next connection as soon as this returns (sessions already open keep
+/// theirs), and SIGHUP to Patroni, which re-initialises its REST server when its certificate's
+/// serial changed. Returns whether the member was running. A failing `pg_reload_conf()` (a
+/// server still starting) is reported, not fatal: Patroni's SIGHUP reloads PostgreSQL too.
+fn reload_tls(ctx: &Context, name: &str, progress: &mut dyn FnMut(&str)) -> bool {
+    let running = pids(&ctx.layout.member(name));
+    if running.postgres.is_some() {
+        if let Err(e) = psql(ctx.cluster, ctx.layout, name, "SELECT pg_reload_conf()") {
+            progress(&format!(
+                "{name}: pg_reload_conf() failed ({e}); Patroni reloads PostgreSQL instead"
+            ));
+        }
+    }
+    reload(ctx.layout, name);
+    running.patroni.is_some() || running.postgres.is_some()
+}
+
+/// Writes the member's directory: patroni.yaml and pgbackrest.conf (rewritten each time from
+/// the current manifest; certificates are [`refresh_tls`]'s). Returns whether patroni.yaml
+/// changed, so a running member can be told to reload.
+pub fn write_files(ctx: &Context, record: &MemberRecord) -> Result<bool> {
     let paths = ctx.layout.member(&record.name);
     let host = ctx.state.host(record);
     for dir in [
@@ -50,13 +115,6 @@ pub fn write_files(ctx: &Context, ca: &tusk_pki::RootCa, record: &MemberRecord) 
     ] {
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     }
-    crate::tls::ensure_member_certs(
-        ca,
-        &paths.server_tls_dir(),
-        &paths.replication_tls_dir(),
-        &record.name,
-        &host,
-    )?;
     let member = Member {
         name: record.name.clone(),
         host: host.clone(),
@@ -67,11 +125,13 @@ pub fn write_files(ctx: &Context, ca: &tusk_pki::RootCa, record: &MemberRecord) 
         server_tls_dir: lossy(&paths.server_tls_dir()),
         replication_tls_dir: lossy(&paths.replication_tls_dir()),
         os_user: ctx.run_as.invoking_user.clone(),
+        role_change_callback: crate::pgbouncer::follow_callback(ctx, record)?,
     };
     let dcs = Dcs::Etcd3 {
         hosts: vec![crate::etcd::client_endpoint(&ctx.state.network)],
     };
-    let yaml = member_yaml(ctx.cluster, &dcs, &member);
+    let bootstrap = crate::restore::bootstrap(ctx.cluster, ctx.layout, &paths.data_dir())?;
+    let yaml = member_yaml_bootstrapped(ctx.cluster, &dcs, &member, &bootstrap);
     let changed = std::fs::read_to_string(paths.config()).ok().as_deref() != Some(&yaml);
     if changed {
         std::fs::write(paths.config(), &yaml).map_err(io("writing", paths.config()))?;
@@ -88,13 +148,11 @@ pub fn write_files(ctx: &Context, ca: &tusk_pki::RootCa, record: &MemberRecord) 
                 lock_dir: &lossy(&paths.dir.join("lock")),
             },
         )
-        .map_err(|e| Error::Unsupported {
-            field: e.field,
-            reason: "only `volume` repositories run locally (as a directory under the state dir)"
-                .into(),
-        })?;
-        std::fs::write(paths.pgbackrest_conf(), conf)
-            .map_err(io("writing", paths.pgbackrest_conf()))?;
+        .map_err(crate::backup::not_local)?;
+        let projected =
+            crate::backup::projections::stored(ctx.layout, crate::backup::Projected::Backups)?;
+        // 0600: the projections may hold object-store credentials.
+        crate::tls::write_secret(&paths.pgbackrest_conf(), &(conf + &projected))?;
     }
     ctx.run_as.own_tree(&paths.dir)?;
     Ok(changed)

@@ -2,8 +2,9 @@
 //! (what the `<c>-pguser-<user>` Secret holds in Kubernetes), generated once from a CSPRNG
 //! with the user's `password.type` and kept across `up`s, so applications keep working. Files
 //! are created 0600 inside a 0700 directory owned by whoever runs `tusk` (never the server
-//! user: PostgreSQL only ever sees SCRAM verifiers). Touches only that directory; never logs
-//! a password.
+//! user: PostgreSQL only ever sees SCRAM verifiers). Tusk's own service roles (PgBouncer's
+//! auth role, the exporter's role) get theirs the same way under `<state>/passwords/service/`,
+//! apart from user names. Touches only that directory; never logs a password.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -50,6 +51,24 @@ pub fn ensure_passwords(layout: &Layout, users: &[UserSpec]) -> Result<BTreeMap<
         out.insert(name, password);
     }
     Ok(out)
+}
+
+/// The stored password of Tusk's service role `role`, generated (alphanumeric: it goes into
+/// PgBouncer's quoted auth_file and a password file verbatim) on first use.
+pub fn ensure_service_password(layout: &Layout, role: &str) -> Result<String> {
+    let dir = passwords_dir(layout).join("service");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("creating", &dir))?;
+    let path = dir.join(role);
+    if let Some(password) = read_password(&path)? {
+        return Ok(password);
+    }
+    let password = generate_password(Alphabet::AlphaNumeric, &mut rand::rng());
+    write_new(&path, &password)?;
+    Ok(password)
 }
 
 /// The stored password of `user`; an error when `up` has not generated it yet.
@@ -120,6 +139,13 @@ mod tests {
         let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(passwords_dir(&layout)), 0o700);
         assert_eq!(mode(password_file(&layout, "a")), 0o600);
+        let service = ensure_service_password(&layout, "_tusk_exporter").unwrap();
+        assert_eq!(
+            ensure_service_password(&layout, "_tusk_exporter").unwrap(),
+            service
+        );
+        assert!(!first.values().any(|p| *p == service));
+        assert_eq!(mode(passwords_dir(&layout).join("service")), 0o700);
         let missing = password(&layout, "nobody").unwrap_err().to_string();
         assert!(missing.contains("\"nobody\""), "{missing}");
     }

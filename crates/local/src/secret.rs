@@ -4,25 +4,17 @@
 //! multi-host form, comma-separated), and both URIs name every member and ask for the
 //! read-write one (`target_session_attrs=read-write`, PgJDBC's `targetServerType=primary`):
 //! clients follow the primary across failovers. TLS is verified against the local CA
-//! (`sslmode=verify-full`). Pure: the caller supplies members, CA path and password.
+//! (`sslmode=verify-full`). With PgBouncer in the spec, also `pgbouncer-host pgbouncer-port
+//! pgbouncer-uri pgbouncer-jdbc-uri`: one address (the local PgBouncer follows the primary
+//! itself), verified TLS, and PgJDBC's `prepareThreshold=0` (server-side prepared statements
+//! do not survive transaction pooling). URIs come from `tusk_config::uri`, shared with the
+//! operator. Pure: the caller supplies members, CA path and password.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tusk_api::model::UserSpec;
-
-/// Everything but RFC 3986 "unreserved" characters is percent-encoded: safe in userinfo, a
-/// path segment and a query value alike (`/` in a CA path included).
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn encode(component: &str) -> String {
-    utf8_percent_encode(component, URI_COMPONENT).to_string()
-}
+use tusk_config::uri::{jdbc_uri, libpq_uri, Login};
 
 /// A member's PostgreSQL address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +32,17 @@ pub struct UserSecret {
     pub verifier: String,
     /// The user's first database, when it has one (as in Kubernetes).
     pub dbname: Option<String>,
+    pub host: String,
+    pub port: String,
+    pub uri: String,
+    pub jdbc_uri: String,
+    /// The `pgbouncer-*` keys, when the cluster has PgBouncer.
+    pub pgbouncer: Option<PoolerKeys>,
+}
+
+/// `pgbouncer-host pgbouncer-port pgbouncer-uri pgbouncer-jdbc-uri`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PoolerKeys {
     pub host: String,
     pub port: String,
     pub uri: String,
@@ -76,26 +79,34 @@ pub fn user_secret(
         "a user Secret needs at least one member"
     );
     let dbname = user.databases.first().cloned();
-    let db_path = dbname.as_deref().map(encode).unwrap_or_default();
     let hosts = members
         .iter()
         .map(|m| format!("{}:{}", m.host, m.port))
         .collect::<Vec<_>>()
         .join(",");
-    let ca = encode(&ca_file.to_string_lossy());
+    let ca = ca_file.to_string_lossy();
     let name = user.name.as_str();
-    let uri = format!(
-        "postgresql://{}:{}@{hosts}/{db_path}?target_session_attrs=read-write\
-         &sslmode=verify-full&sslrootcert={ca}",
-        encode(name),
-        encode(password),
+    let login = Login {
+        user: name,
+        password,
+        dbname: dbname.as_deref(),
+        hosts: &hosts,
+    };
+    let uri = libpq_uri(
+        &login,
+        &[
+            ("target_session_attrs", "read-write"),
+            ("sslmode", "verify-full"),
+            ("sslrootcert", &ca),
+        ],
     );
-    // PgJDBC needs the path even without a database (it then uses the user's name).
-    let jdbc_uri = format!(
-        "jdbc:postgresql://{hosts}/{db_path}?targetServerType=primary&sslmode=verify-full\
-         &sslrootcert={ca}&password={}&user={}",
-        encode(password),
-        encode(name),
+    let jdbc = jdbc_uri(
+        &login,
+        &[
+            ("targetServerType", "primary"),
+            ("sslmode", "verify-full"),
+            ("sslrootcert", &ca),
+        ],
     );
     // `port` pairs with `host`: one value when all members share it (the usual case, each
     // member on its own loopback address), else a list matching `host` item by item.
@@ -122,11 +133,36 @@ pub fn user_secret(
             .join(","),
         port,
         uri,
-        jdbc_uri,
+        jdbc_uri: jdbc,
+        pgbouncer: None,
     }
 }
 
 impl UserSecret {
+    /// Adds the `pgbouncer-*` keys for PgBouncer at `pooler`, verified with the CA in
+    /// `ca_file`.
+    pub fn with_pgbouncer(mut self, pooler: &Endpoint, ca_file: &Path) -> UserSecret {
+        let address = format!("{}:{}", pooler.host, pooler.port);
+        let login = Login {
+            user: &self.user,
+            password: &self.password,
+            dbname: self.dbname.as_deref(),
+            hosts: &address,
+        };
+        let ca = ca_file.to_string_lossy();
+        let tls = [("sslmode", "verify-full"), ("sslrootcert", &*ca)];
+        let mut jdbc_params = tls.to_vec();
+        jdbc_params.push(("prepareThreshold", "0"));
+        let keys = PoolerKeys {
+            host: pooler.host.clone(),
+            port: pooler.port.to_string(),
+            uri: libpq_uri(&login, &tls),
+            jdbc_uri: jdbc_uri(&login, &jdbc_params),
+        };
+        self.pgbouncer = Some(keys);
+        self
+    }
+
     /// Key → value, with the Kubernetes Secret's key names; `dbname` only when set.
     pub fn to_map(&self) -> BTreeMap<&'static str, String> {
         let mut map = BTreeMap::from([
@@ -141,6 +177,12 @@ impl UserSecret {
         if let Some(db) = &self.dbname {
             map.insert("dbname", db.clone());
         }
+        if let Some(pooler) = &self.pgbouncer {
+            map.insert("pgbouncer-host", pooler.host.clone());
+            map.insert("pgbouncer-port", pooler.port.clone());
+            map.insert("pgbouncer-uri", pooler.uri.clone());
+            map.insert("pgbouncer-jdbc-uri", pooler.jdbc_uri.clone());
+        }
         map
     }
 
@@ -154,9 +196,38 @@ impl UserSecret {
 mod tests {
     use super::*;
 
+    fn user() -> UserSpec {
+        let manifest = "apiVersion: tusk.rs/v1beta1\nkind: PostgresCluster\nmetadata: {name: c}\n\
+            spec:\n  postgresVersion: 15\n  instances:\n    - name: i\n      \
+            dataVolumeClaimSpec: {accessModes: [ReadWriteOnce], \
+            resources: {requests: {storage: 1Gi}}}\n  users: [{name: app, databases: [zoo]}]\n";
+        tusk_api::validate_yaml(manifest).unwrap().users.remove(0)
+    }
+
     #[test]
-    fn only_unreserved_characters_stay_literal() {
-        assert_eq!(encode("a-Z_0.~"), "a-Z_0.~");
-        assert_eq!(encode("p@ss:w/rd?&=%"), "p%40ss%3Aw%2Frd%3F%26%3D%25");
+    fn pooler_keys_name_one_address_with_verified_tls_and_no_prepared_statements() {
+        let member = Endpoint {
+            host: "127.9.9.2".into(),
+            port: 5432,
+        };
+        let pooler = Endpoint {
+            host: "127.9.9.250".into(),
+            port: 6432,
+        };
+        let ca = Path::new("/s/ca.crt");
+        let without = user_secret(&user(), "pw", "v", &[member], ca);
+        assert!(!without.to_map().contains_key("pgbouncer-uri"));
+        let with = without.with_pgbouncer(&pooler, ca).to_map();
+        assert_eq!(with["pgbouncer-host"], "127.9.9.250");
+        assert_eq!(with["pgbouncer-port"], "6432");
+        assert_eq!(
+            with["pgbouncer-uri"],
+            "postgresql://app:pw@127.9.9.250:6432/zoo?sslmode=verify-full&sslrootcert=%2Fs%2Fca.crt"
+        );
+        assert_eq!(
+            with["pgbouncer-jdbc-uri"],
+            "jdbc:postgresql://127.9.9.250:6432/zoo?sslmode=verify-full\
+             &sslrootcert=%2Fs%2Fca.crt&prepareThreshold=0&password=pw&user=app"
+        );
     }
 }

@@ -17,6 +17,8 @@ pub struct Network(String);
 const ETCD_HOST: u8 = 1;
 /// Host number of the first member.
 pub const FIRST_MEMBER_HOST: u8 = 2;
+/// Host number of PgBouncer, reserved so no member ever takes it.
+pub const PGBOUNCER_HOST: u8 = 250;
 
 impl Network {
     /// Parses `127.x.y`; anything outside 127.0.0.0/8 is refused so no listener leaves the
@@ -42,6 +44,10 @@ impl Network {
 
     pub fn etcd_host(&self) -> String {
         self.host(ETCD_HOST)
+    }
+
+    pub fn pgbouncer_host(&self) -> String {
+        self.host(PGBOUNCER_HOST)
     }
 
     pub fn as_str(&self) -> &str {
@@ -86,9 +92,10 @@ impl State {
             })
     }
 
-    /// The lowest host number no member uses.
+    /// The lowest host number no member uses (PgBouncer's is never handed out).
     pub fn free_host_number(&self) -> u8 {
         (FIRST_MEMBER_HOST..=u8::MAX)
+            .filter(|n| *n != PGBOUNCER_HOST)
             .find(|n| self.members.iter().all(|m| m.host_number != *n))
             .expect("fewer than 250 members")
     }
@@ -281,5 +288,10 @@ mod tests {
             members: vec![member(2), member(4)],
         };
         assert_eq!(state.free_host_number(), 3);
+        let crowded = State {
+            members: (FIRST_MEMBER_HOST..PGBOUNCER_HOST).map(member).collect(),
+            ..state
+        };
+        assert_eq!(crowded.free_host_number(), PGBOUNCER_HOST + 1);
     }
 }

@@ -1,6 +1,7 @@
 //! `status`, `down`, `switchover`, `logs` and `ca`: the commands that read or stop a local
-//! cluster recorded in a state directory. Touches the recorded processes and, for `down
-//! --purge`, deletes the state directory.
+//! cluster recorded in a state directory (members, and PgBouncer and the exporters when the
+//! spec has them). Touches the recorded processes and, for `down --purge`, deletes the state
+//! directory. A switchover also points PgBouncer at the new primary.
 
 use std::time::Duration;
 
@@ -8,10 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{io, Error, Result};
-use crate::members;
 use crate::observe::{cluster_view, Waiter};
 use crate::patroni_api::PatroniApi;
 use crate::state::{self, Layout};
+use crate::{exporter, members, pgbouncer};
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct PidsReport {
@@ -38,6 +39,26 @@ pub struct MemberReport {
 pub struct StatusReport {
     pub cluster: String,
     pub members: Vec<MemberReport>,
+    /// `null` without `spec.proxy.pgBouncer`.
+    pub pgbouncer: Option<PoolerReport>,
+    /// `null` without `spec.monitoring.pgmonitor.exporter`; else one per member.
+    pub exporter: Option<Vec<ExporterReport>>,
+}
+
+/// Where PgBouncer listens, and its pid when running.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PoolerReport {
+    pub host: String,
+    pub port: u16,
+    pub pid: Option<u32>,
+}
+
+/// One member's metrics endpoint, and the exporter's pid when running.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ExporterReport {
+    pub member: String,
+    pub url: String,
+    pub pid: Option<u32>,
 }
 
 /// The cluster's (validated) last applied manifest.
@@ -81,9 +102,25 @@ pub fn status(layout: &Layout) -> Result<StatusReport> {
             }
         })
         .collect();
+    let pgbouncer = pgbouncer::endpoint(&cluster, &state).map(|e| PoolerReport {
+        host: e.host,
+        port: e.port,
+        pid: pgbouncer::pid(layout),
+    });
+    let exporter = exporter::endpoints(&cluster, &state).map(|list| {
+        list.into_iter()
+            .map(|e| ExporterReport {
+                pid: exporter::pid(layout, &e.member),
+                member: e.member,
+                url: e.url,
+            })
+            .collect()
+    });
     Ok(StatusReport {
         cluster: state.cluster,
         members,
+        pgbouncer,
+        exporter,
     })
 }
 
@@ -110,6 +147,22 @@ pub fn render_table(report: &StatusReport) -> String {
             show(m.pids.postgres.map(|p| p.to_string())),
         );
     }
+    if let Some(p) = &report.pgbouncer {
+        out += &format!(
+            "\nPGBOUNCER {}:{} (TLS)  pid {}\n",
+            p.host,
+            p.port,
+            show(p.pid.map(|p| p.to_string()))
+        );
+    }
+    for e in report.exporter.iter().flatten() {
+        out += &format!(
+            "EXPORTER  {:<28} {}  pid {}\n",
+            e.member,
+            e.url,
+            show(e.pid.map(|p| p.to_string()))
+        );
+    }
     out
 }
 
@@ -122,6 +175,8 @@ pub fn down(layout: &Layout, purge: bool, progress: &mut dyn FnMut(&str)) -> Res
         .and_then(|c| PatroniApi::new(layout, c.patroni.port).ok())
         .and_then(|api| cluster_view(&api, &state))
         .and_then(|v| v.leader().map(|l| l.name.clone()));
+    progress("stopping pgbouncer and exporters");
+    crate::services::stop(layout);
     let mut order: Vec<&str> = state.members.iter().map(|m| m.name.as_str()).collect();
     order.sort_by_key(|name| leader.as_deref() == Some(*name));
     for name in order {
@@ -171,6 +226,9 @@ pub fn switchover(
     waiter.switchover(&leader, target)?;
     let new = waiter.new_leader(&leader)?;
     waiter.ready(progress)?;
+    if pgbouncer::follow_primary(&cluster, &state, layout, &state.host(state.member(&new)?))? {
+        progress(&format!("pgbouncer now routes to {new}"));
+    }
     Ok(new)
 }
 
@@ -194,7 +252,8 @@ pub fn logs(layout: &Layout, member: Option<&str>) -> Result<String> {
     Ok(out)
 }
 
-/// The local CA certificate (PEM), for clients' `sslrootcert`.
+/// The local CA bundle (PEM), for clients' `sslrootcert`: the signing root and, during a root
+/// rollover, the previous root too (see `tls`), so a client holding it accepts every member.
 pub fn ca_pem(layout: &Layout) -> Result<String> {
     let path = layout.ca_dir().join(tusk_config::paths::TLS_CA_FILE);
     std::fs::read_to_string(&path).map_err(io("reading", path))

@@ -245,6 +245,29 @@ pub fn terminate(pid: u32, marker: &str, grace: Duration) {
     }
 }
 
+/// Polls until `address` (`host:port`) accepts TCP connections; a timeout (naming `log`) when
+/// `limit` passes or `running()` says the server died first.
+pub fn wait_listening(
+    what: &str,
+    address: &str,
+    log: &Path,
+    limit: Duration,
+    running: impl Fn() -> bool,
+) -> Result<()> {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(address).is_err() {
+        if start.elapsed() > limit || !running() {
+            return Err(Error::Timeout {
+                what: format!("{what} to listen on {address}"),
+                seconds: start.elapsed().as_secs(),
+                log: log.to_owned(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// Runs a short helper command to completion (as the server user when `run_as` is given),
 /// returning its stdout; failure carries stderr.
 pub fn run_helper(what: &str, mut command: Command, run_as: Option<&RunAs>) -> Result<String> {

@@ -3,9 +3,11 @@
 //! members scaled away, start of missing members (the primary alone first on a new cluster),
 //! readiness (a leader and every other member streaming), pgBackRest's stanza, the dynamic
 //! configuration and restarts it requires, then `spec.users` and `spec.databaseInitSQL` as SQL
-//! on the primary. `spec.shutdown` stops every member instead (data and etcd kept) and
-//! remembers the primary, which starts first and alone when the cluster comes back. An
-//! invalid manifest is refused before anything in the state directory changes.
+//! on the primary (a standby cluster, `standby`, skips what needs a writable primary and is
+//! promoted when `spec.standby` is disabled). `spec.shutdown` stops every member instead
+//! (data and etcd kept) and remembers the primary, which starts first and alone when the
+//! cluster comes back. An invalid manifest is refused before anything in the state
+//! directory changes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +21,7 @@ use crate::observe::{cluster_view, Waiter};
 use crate::patroni_api::PatroniApi;
 use crate::state::{self, Layout, MemberRecord, Network, State};
 use crate::system::{self, Requirement, RunAs};
-use crate::{backup, etcd, rollout, users};
+use crate::{backup, etcd, rollout, standby, users};
 
 /// File in the state directory naming the primary a `spec.shutdown` stopped last.
 const SHUTDOWN_PRIMARY_FILE: &str = "shutdown-primary";
@@ -87,12 +89,33 @@ pub fn requirements(cluster: &ValidatedCluster) -> Vec<Requirement> {
             package: "pgbackrest".into(),
         });
     }
+    if cluster.pgbouncer.is_some() {
+        list.push(Requirement {
+            path: system::find_program("pgbouncer"),
+            package: "pgbouncer".into(),
+        });
+    }
+    if cluster.exporter.is_some() {
+        list.push(Requirement {
+            path: system::find_program("prometheus-postgres-exporter"),
+            package: "prometheus-postgres-exporter".into(),
+        });
+    }
     list
 }
 
 pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
     let (manifest_text, cluster) = load_manifest(&options.manifest)?;
     backup::check_supported(&cluster)?;
+    crate::services::check_supported(&cluster)?;
+    let manifest_dir = std::path::absolute(&options.manifest)
+        .map_err(io("resolving", &options.manifest))?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    // Read (and refused when missing) before anything changes.
+    let projected = backup::projections::resolve_all(&cluster, &manifest_dir)?;
+    let custom_tls = crate::tls::read_custom_tls(&cluster, &options.manifest, progress)?;
     let run_as = RunAs::detect()?;
     system::check_programs(&requirements(&cluster))?;
     let root = match &options.state_dir {
@@ -101,6 +124,10 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
     };
     let layout = Layout::new(root);
     let previous = state::load(&layout)?;
+    if previous.is_none() {
+        crate::restore::check_clone_source(&cluster, &layout)?;
+        crate::standby::check_source(&cluster, &layout)?;
+    }
     let network = choose_network(&layout, previous.as_ref(), options.network.as_deref())?;
     if let Some(prev) = &previous {
         if prev.cluster != cluster.name() {
@@ -112,7 +139,9 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
     }
     run_as.check_reachable(&layout.root)?;
     std::fs::create_dir_all(&layout.root).map_err(io("creating", &layout.root))?;
-    let ca = crate::tls::ensure_ca(&layout)?;
+    backup::projections::write_all(&layout, &projected)?;
+    let mut authority = crate::tls::ensure_ca(&layout, previous.as_ref(), progress)?;
+    crate::tls::use_custom_tls(&layout, &mut authority, custom_tls)?;
     let api = PatroniApi::new(&layout, cluster.patroni.port)?;
 
     // Plan with the names we have, keeping the current primary.
@@ -190,8 +219,9 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
         state: &state,
         run_as: &run_as,
     };
+    members::refresh_tls(&ctx, &authority, progress)?;
     for record in &state.members {
-        if members::write_files(&ctx, &ca, record)? {
+        if members::write_files(&ctx, record)? {
             members::reload(&layout, &record.name);
         }
     }
@@ -243,7 +273,8 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
     progress("waiting for every replica to stream");
     let leader = waiter.ready_healing(&ctx, progress)?;
 
-    if cluster.backups.is_some() {
+    let was_following = standby::following(&waiter);
+    if standby::may_own_stanza(&cluster, &waiter) {
         progress("creating the pgBackRest stanza and checking WAL archiving");
         backup::stanza_create_and_check(&layout, &leader, &run_as)?;
     }
@@ -251,16 +282,18 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
     if patch.is_some() {
         progress("applied the dynamic configuration change");
     }
+    standby::finish_promotion(&waiter, was_following, &leader, &run_as, progress)?;
     rollout::restart_pending(&waiter, patch.as_ref(), &leader, progress)?;
     let leader = waiter.ready(&mut |_| {})?;
     let _ = std::fs::remove_file(layout.root.join(SHUTDOWN_PRIMARY_FILE));
 
-    let manifest_dir = std::path::absolute(&options.manifest)
-        .map_err(io("resolving", &options.manifest))?
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    users::apply_sql_state(&cluster, &layout, &manifest_dir, &leader, progress)?;
+    if standby::enabled(&cluster) {
+        // Read-only while following: roles and databases arrive from the source.
+        progress("standby cluster: users, databases and service roles come from the source");
+    } else {
+        users::apply_sql_state(&cluster, &layout, &manifest_dir, &leader, progress)?;
+        crate::services::ensure(&ctx, &authority.ca, &leader, progress)?;
+    }
     progress(&format!(
         "cluster {} is ready: primary {leader}, {} member(s)",
         cluster.name(),
@@ -298,6 +331,7 @@ fn shutdown_primary<'s>(layout: &Layout, state: &'s State) -> Option<&'s MemberR
 /// over; data is kept. etcd keeps running (the DCS remembers the cluster). The primary is
 /// recorded (when one runs; a repeated shutdown keeps the first record) for the next start.
 fn shutdown(ctx: &Context, api: &PatroniApi, progress: &mut dyn FnMut(&str)) -> Result<()> {
+    crate::services::stop(ctx.layout);
     let leader = cluster_view(api, ctx.state).and_then(|v| v.leader().map(|l| l.name.clone()));
     if let Some(leader) = &leader {
         let file = ctx.layout.root.join(SHUTDOWN_PRIMARY_FILE);

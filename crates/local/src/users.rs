@@ -97,7 +97,11 @@ fn applied(layout: &Layout) -> Result<(State, ValidatedCluster)> {
 }
 
 /// The member Patroni reports as leader now.
-fn current_leader(layout: &Layout, state: &State, cluster: &ValidatedCluster) -> Result<String> {
+pub(crate) fn current_leader(
+    layout: &Layout,
+    state: &State,
+    cluster: &ValidatedCluster,
+) -> Result<String> {
     let api = PatroniApi::new(layout, cluster.patroni.port)?;
     cluster_view(&api, state)
         .and_then(|v| v.leader().map(|l| l.name.clone()))
@@ -166,13 +170,17 @@ pub fn secret(layout: &Layout, user: &str) -> Result<UserSecret> {
                 "user {user:?} has no password on the server yet (run `tusk local up`)"
             ),
         })?;
-    Ok(secret_keys::user_secret(
+    let secret = secret_keys::user_secret(
         spec,
         &password,
         &verifier,
         &endpoints(&state, &cluster),
         &ca_file(layout),
-    ))
+    );
+    Ok(match crate::pgbouncer::endpoint(&cluster, &state) {
+        Some(pooler) => secret.with_pgbouncer(&pooler, &ca_file(layout)),
+        None => secret,
+    })
 }
 
 /// `tusk local psql`: the real `psql` aimed at the primary, `extra` appended to its arguments.

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tusk_config::exporter::{exporter_metric_names, promql_metric_names};
+use tusk_config::exporter::{
+    dashboard_expressions, exporter_metric_names, promql_metric_names, rule_expressions,
+};
 use tusk_operator::metrics::{ClusterObservation, Metrics};
 
 /// Metrics that only the kubelet has (free space of a PVC); not part of an exporter scrape.
@@ -32,20 +34,12 @@ fn rule_groups() -> serde_yaml::Value {
 
 /// `(where, expression)` of every rule.
 fn rule_exprs() -> Vec<(String, String)> {
-    let groups = rule_groups();
-    let mut out = Vec::new();
-    for group in groups["groups"].as_sequence().unwrap() {
-        for rule in group["rules"].as_sequence().unwrap() {
-            let name = rule["alert"].as_str().or(rule["record"].as_str()).unwrap();
-            out.push((name.to_owned(), rule["expr"].as_str().unwrap().to_owned()));
-        }
-    }
-    out
+    let text = std::fs::read_to_string(monitoring_dir().join("prometheus-rules.yaml")).unwrap();
+    rule_expressions(&text).unwrap()
 }
 
 /// `(where, expression)` of every panel target and templating query of every dashboard.
 fn dashboard_exprs() -> Vec<(String, String)> {
-    let mut out = Vec::new();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(monitoring_dir().join("dashboards"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -53,27 +47,12 @@ fn dashboard_exprs() -> Vec<(String, String)> {
         .collect();
     paths.sort();
     assert!(!paths.is_empty());
+    let mut out = Vec::new();
     for path in paths {
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        let dashboard: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for panel in dashboard["panels"].as_array().unwrap() {
-            for target in panel["targets"].as_array().unwrap() {
-                out.push((
-                    format!("{file}: {}", panel["title"]),
-                    target["expr"].as_str().unwrap().to_owned(),
-                ));
-            }
-        }
-        for variable in dashboard["templating"]["list"].as_array().unwrap() {
-            if let Some(query) = variable["query"]["query"].as_str() {
-                // Grafana's `label_values(metric, label)`: only the metric is a metric.
-                let metric = query
-                    .strip_prefix("label_values(")
-                    .and_then(|rest| rest.split(',').next())
-                    .unwrap_or(query);
-                out.push((format!("{file}: ${}", variable["name"]), metric.to_owned()));
-            }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (place, expr) in dashboard_expressions(&text).unwrap() {
+            out.push((format!("{file}: {place}"), expr));
         }
     }
     out

@@ -93,15 +93,16 @@ fn example_03_gets_a_restricted_reloading_pooler_and_exporters() {
         let env = exporter.env.as_ref().unwrap();
         let user = env.iter().find(|e| e.name == "DATA_SOURCE_USER").unwrap();
         assert_eq!(user.value.as_deref(), Some("_tusk_exporter"));
-        let pass = env.iter().find(|e| e.name == "DATA_SOURCE_PASS").unwrap();
-        let reference = pass
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
+        // The password comes from a projected file, never from the environment.
+        let pass = env
+            .iter()
+            .find(|e| e.name == "DATA_SOURCE_PASS_FILE")
             .unwrap();
-        assert_eq!(reference.name, "keycloakdb-monitoring");
+        assert_eq!(
+            pass.value.as_deref(),
+            Some("/etc/postgres_exporter/password")
+        );
+        assert!(!env.iter().any(|e| e.name == "DATA_SOURCE_PASS"));
         // The exporter's volume never carries the database's private key.
         let volume = spec
             .volumes
@@ -111,6 +112,21 @@ fn example_03_gets_a_restricted_reloading_pooler_and_exporters() {
             .find(|v| v.name == "exporter-config")
             .unwrap();
         let yaml = serde_yaml::to_string(volume).unwrap();
+        let password = volume
+            .projected
+            .as_ref()
+            .unwrap()
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|source| source.secret.as_ref())
+            .find(|secret| secret.name == "keycloakdb-monitoring")
+            .expect("the monitoring Secret is projected");
+        let item = &password.items.as_ref().unwrap()[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            ("password", "password")
+        );
         assert!(
             !yaml.contains("tls.key") && !yaml.contains("hippo-tls.key"),
             "{yaml}"

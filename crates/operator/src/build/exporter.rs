@@ -5,16 +5,17 @@
 //!
 //! The exporter connects to PostgreSQL in its own pod over loopback TCP with TLS, verifying
 //! the server against the cluster CA (`verify-ca`: the certificate names the Services and
-//! the pod's DNS name, not `localhost`), as `_tusk_exporter` with its password. Its volume
-//! holds only the queries, the CA certificate and, with `customTLSSecret`, the certificate
-//! it serves metrics with — never the database's private key. Pure.
+//! the pod's DNS name, not `localhost`), as `_tusk_exporter` with its password, which it
+//! reads from a file (`DATA_SOURCE_PASS_FILE`) projected from `<c>-monitoring`: a Secret in
+//! a file is not visible in the container's environment. Its volume holds only the queries,
+//! that password, the CA certificate and, with `customTLSSecret`, the certificate it serves
+//! metrics with — never the database's private key. Pure.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapProjection, Container, ContainerPort, EnvVar, EnvVarSource, KeyToPath,
-    ProjectedVolumeSource, Secret, SecretKeySelector, SecretProjection, Volume, VolumeMount,
-    VolumeProjection,
+    ConfigMap, ConfigMapProjection, Container, ContainerPort, EnvVar, KeyToPath,
+    ProjectedVolumeSource, Secret, SecretProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::ByteString;
 use tusk_api::model::EXPORTER_PORT;
@@ -35,6 +36,8 @@ pub const WEB_CONFIG_KEY: &str = "web-config.yml";
 /// Key of the exporter role's password in `<c>-monitoring`.
 pub const PASSWORD_KEY: &str = "password";
 const POSTGRES_CA_FILE: &str = "postgres-ca.crt";
+/// File (in [`CONFIG_DIR`]) holding the exporter role's password.
+const PASSWORD_FILE: &str = "password";
 const WEB_CERT_FILE: &str = "web-tls.crt";
 const WEB_KEY_FILE: &str = "web-tls.key";
 
@@ -112,16 +115,9 @@ pub fn exporter_container(cluster: &ValidatedCluster, image: &str) -> Option<Con
         })
         .collect();
     env.push(EnvVar {
-        name: "DATA_SOURCE_PASS".to_owned(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: cluster.names.exporter_secret(),
-                key: PASSWORD_KEY.to_owned(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
+        name: "DATA_SOURCE_PASS_FILE".to_owned(),
+        value: Some(file(PASSWORD_FILE)),
+        value_from: None,
     });
     let web_config = custom_tls(cluster).map(|_| file(WEB_CONFIG_KEY));
     Some(Container {
@@ -152,8 +148,8 @@ pub fn exporter_container(cluster: &ValidatedCluster, image: &str) -> Option<Con
     })
 }
 
-/// The exporter's projected volume: queries (and web config), the CA of PostgreSQL's
-/// certificate only, the serving certificate with custom TLS, and `configuration` as given.
+/// The exporter's projected volume: queries (and web config), the role's password, the CA of
+/// PostgreSQL's certificate only, the serving certificate with custom TLS, and `configuration` as given.
 pub fn exporter_volume(cluster: &ValidatedCluster) -> Option<Volume> {
     let settings = cluster.exporter.as_ref()?;
     let server = server_tls_projection(cluster);
@@ -184,6 +180,18 @@ pub fn exporter_volume(cluster: &ValidatedCluster) -> Option<Volume> {
         },
         VolumeProjection {
             secret: Some(ca_only),
+            ..VolumeProjection::default()
+        },
+        VolumeProjection {
+            secret: Some(SecretProjection {
+                name: cluster.names.exporter_secret(),
+                items: Some(vec![KeyToPath {
+                    key: PASSWORD_KEY.to_owned(),
+                    path: PASSWORD_FILE.to_owned(),
+                    mode: None,
+                }]),
+                optional: None,
+            }),
             ..VolumeProjection::default()
         },
     ];
