@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams};
 use kube::Client;
 use kube_support::objects::*;
-use kube_support::{eventually, skipped, ControlPlane, Operator, OPERATOR_NAMESPACE};
+use kube_support::{control_plane, eventually, Operator, OPERATOR_NAMESPACE};
 
 /// The operator's default Lease name (`TUSK_LEASE_NAME`).
 const LEASE: &str = "tusk-operator";
@@ -31,14 +31,9 @@ async fn holder(client: &Client) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_of_two_operators_leads_and_the_other_takes_over_when_it_dies() {
-    if skipped() {
+    let Some((plane, client)) = control_plane(true, &[OPERATOR_NAMESPACE, "tusk"]).await else {
         return;
-    }
-    let plane = ControlPlane::start();
-    let client = plane.client().await;
-    install_crd(&client).await;
-    create_namespace(&client, OPERATOR_NAMESPACE).await;
-    create_namespace(&client, "tusk").await;
+    };
     let one = Operator::start(&plane, "operator-one", &[]);
     let two = Operator::start(&plane, "operator-two", &[]);
 
@@ -108,13 +103,9 @@ async fn one_of_two_operators_leads_and_the_other_takes_over_when_it_dies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_started_before_the_crd_stops_on_sigterm_and_later_reconciles() {
-    if skipped() {
+    let Some((plane, client)) = control_plane(false, &[OPERATOR_NAMESPACE, "tusk"]).await else {
         return;
-    }
-    let plane = ControlPlane::start();
-    let client = plane.client().await;
-    create_namespace(&client, OPERATOR_NAMESPACE).await;
-    create_namespace(&client, "tusk").await;
+    };
 
     // Its PostgresCluster watch cannot list (404) yet; SIGTERM must still end it (the
     // controller's graceful shutdown never completes there, so the stop is bounded).

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
 use kube_support::objects::*;
-use kube_support::{eventually, skipped, ControlPlane, Operator, OPERATOR_NAMESPACE};
+use kube_support::{control_plane, eventually, Operator, OPERATOR_NAMESPACE};
 use serde_json::{json, Value};
 use tusk_api::naming;
 
@@ -171,13 +171,9 @@ async fn assert_unchanged(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reference_manifests_reconcile_settle_and_stay_settled_across_restart_and_upgrade() {
-    if skipped() {
+    let Some((plane, client)) = control_plane(true, &[OPERATOR_NAMESPACE]).await else {
         return;
-    }
-    let plane = ControlPlane::start();
-    let client = plane.client().await;
-    install_crd(&client).await;
-    create_namespace(&client, OPERATOR_NAMESPACE).await;
+    };
     let operator = Operator::start(&plane, "operator-a", &[]);
 
     let mut references = Vec::new();
@@ -389,14 +385,9 @@ fn tail(text: &str, lines: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleted_objects_come_back_and_deleting_the_cluster_collects_them() {
-    if skipped() {
+    let Some((plane, client)) = control_plane(true, &[OPERATOR_NAMESPACE, "tusk"]).await else {
         return;
-    }
-    let plane = ControlPlane::start();
-    let client = plane.client().await;
-    install_crd(&client).await;
-    create_namespace(&client, OPERATOR_NAMESPACE).await;
-    create_namespace(&client, "tusk").await;
+    };
     let operator = Operator::start(&plane, "operator", &[]);
     let path = kube_support::repo_root().join("../shared/examples/02-hippo-ha.yaml");
     let object = manifest(&path);

@@ -2,11 +2,11 @@
 //! PostgreSQL on every member but keeps data and etcd; `false` starts them again, the same
 //! primary leads, and a row written before the shutdown is there.
 
-mod local_support;
+mod common;
 
 use std::ffi::OsString;
 
-use local_support::{manifest, output, Cluster};
+use common::{manifest, output, Cluster};
 
 fn as_superuser(cluster: &Cluster, sql: &str) -> Result<String, String> {
     let args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]

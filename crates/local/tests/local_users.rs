@@ -3,11 +3,11 @@
 //! user and reaches the primary, before and after a switchover), `tusk local psql`, TLS-only
 //! access. One cluster is shared by the assertions to keep the file fast.
 
-mod local_support;
+mod common;
 
 use std::ffi::OsString;
 
-use local_support::{manifest, output, psql, Cluster};
+use common::{manifest, output, psql, Cluster};
 
 /// Superuser SQL on the primary through `tusk local psql` (Unix socket, peer auth).
 fn as_superuser(cluster: &Cluster, sql: &str) -> String {

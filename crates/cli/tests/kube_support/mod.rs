@@ -97,6 +97,23 @@ impl ControlPlane {
     }
 }
 
+/// The prologue of every test of this tier: `None` when the tier is switched off; otherwise
+/// a fresh control plane, an admin client, the CRD when `with_crd`, and `namespaces` created.
+pub async fn control_plane(with_crd: bool, namespaces: &[&str]) -> Option<(ControlPlane, Client)> {
+    if skipped() {
+        return None;
+    }
+    let plane = ControlPlane::start();
+    let client = plane.client().await;
+    if with_crd {
+        objects::install_crd(&client).await;
+    }
+    for namespace in namespaces {
+        objects::create_namespace(&client, namespace).await;
+    }
+    Some((plane, client))
+}
+
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         let _ = Command::new(testenv_script())

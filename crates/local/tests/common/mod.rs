@@ -1,4 +1,4 @@
-//! Shared harness for the `local_*` tests of `tusk local` (users, secret, shutdown): a
+//! Shared harness for the `local_*` tests of `tusk local` (users, shutdown, ...): a
 //! cluster in a temp state directory on its own loopback network that records `up`'s
 //! progress lines and runs `down` on drop, a small manifest builder, and psql helpers.
 //! The HA tests and the failover benchmark use `common/ha.rs` instead (included by path).
@@ -67,12 +67,19 @@ pub fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
         "-c",
         sql,
     ]);
+    // Only `conninfo` counts: the caller's libpq environment must not supply a password,
+    // host or sslmode the test did not choose.
+    command
+        .env_remove("PGPASSWORD")
+        .env_remove("PGHOST")
+        .env_remove("PGSSLMODE");
     output(command)
 }
 
 /// A state directory under a temp dir the `postgres` OS user can enter; `down` on drop.
 pub struct Cluster {
-    _tmp: tempfile::TempDir,
+    /// `None` for a cluster made [`Cluster::beside`] another, whose temp dir holds both.
+    _tmp: Option<tempfile::TempDir>,
     pub state_dir: PathBuf,
     pub network: String,
     /// Every progress line `up` printed, to check none leaks a secret.
@@ -81,13 +88,30 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(network: &str) -> Cluster {
+        Cluster::named(network, "state")
+    }
+
+    /// A cluster whose state dir is `<temp>/<dir>`: `tusk local` finds a clone's source
+    /// cluster by name beside its own state dir.
+    pub fn named(network: &str, dir: &str) -> Cluster {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let state_dir = tmp.path().join("state");
+        let state_dir = tmp.path().join(dir);
         Cluster {
-            _tmp: tmp,
+            _tmp: Some(tmp),
             state_dir,
+            network: network.into(),
+            progress: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Another cluster in this one's temp dir (declare it after `self`, so it is dropped,
+    /// and stopped, before the temp dir goes).
+    pub fn beside(&self, network: &str, dir: &str) -> Cluster {
+        Cluster {
+            _tmp: None,
+            state_dir: self.state_dir.parent().unwrap().join(dir),
             network: network.into(),
             progress: Mutex::new(Vec::new()),
         }
@@ -116,6 +140,27 @@ impl Cluster {
             eprintln!("[{}] {line}", self.network);
             self.progress.lock().unwrap().push(line.to_owned());
         })
+    }
+
+    /// Superuser SQL in database `db` on the primary through `tusk local psql` (Unix socket,
+    /// peer auth); trimmed output, or psql's error.
+    pub fn sql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let args: Vec<std::ffi::OsString> = [
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+        output(tusk_local::psql_command(&self.layout(), None, &args).map_err(|e| e.to_string())?)
     }
 
     /// The running leader's name and address.
