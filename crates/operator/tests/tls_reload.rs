@@ -1,19 +1,29 @@
-//! The instance pods' `tls-reload` script (`build::tls_reload::RELOAD_ON_CHANGE_SCRIPT`, the
-//! very text rendered into the pod) against a REAL PostgreSQL 15 of this test's own.
+//! The reload sidecars' script (`build::reload_sidecar::RELOAD_ON_CHANGE_SCRIPT`, the very
+//! text rendered into the pods' `tls-reload` and `pgbackrest-config` containers) against a
+//! REAL PostgreSQL 15 and a REAL `pgbackrest server` of this test's own.
 //!
-//! The server's certificate files live in a directory laid out the way the kubelet lays out a
-//! projected volume (`..<timestamp>/` with the files, `..data` pointing at it, top-level
-//! symlinks through `..data`), and are rotated the way the kubelet rotates them: a new
-//! timestamped directory, then one rename of `..data`. The script runs as the `postgres` OS
-//! user (the pod's UID, no capability) and is told to signal the process whose command line
-//! has this test's own data directory as an argument, which only the test's postmaster has.
-//! Asserted: nothing is signalled while the files stay the same; after the rotation a new TLS
+//! The watched files live in a directory laid out the way the kubelet lays out a projected
+//! volume (`..<timestamp>/` with the files, `..data` pointing at it, top-level symlinks through
+//! `..data`), and are rotated the way the kubelet rotates them: a new timestamped directory,
+//! then one rename of `..data`. The script runs as the `postgres` OS user (the pod's UID, no
+//! capability) and is told to signal the process whose command line has an argument naming
+//! this test's own temporary directory, which only the test's server has (in the pods it is
+//! Patroni's configuration file and `server`).
+//!
+//! PostgreSQL: nothing is signalled while the files stay the same; after the rotation a new TLS
 //! handshake (`openssl s_client -starttls postgres`) presents the new certificate, a client
 //! certificate of a CA that only the new `ca.crt` holds is accepted, and the session opened
 //! before the rotation keeps its backend, on a postmaster that was never restarted.
+//!
+//! pgBackRest: a client whose certificate CN `tls-server-auth` does not name is refused
+//! (`access denied`); once the configuration admits it, the same server process (same PID)
+//! serves it, and a connection worker forked before the change (same arguments as the server)
+//! was not signalled: a SIGHUP ends such a worker and the transfer it serves.
 
 mod common;
 
+use std::ffi::OsStr;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,8 +34,9 @@ use common::postgres::{PgServer, ServerFiles};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Pid, User};
 use time::OffsetDateTime;
-use tusk_api::naming::OPERATOR_CLIENT_CN;
-use tusk_operator::build::tls_reload::{
+use tusk_api::naming::{OPERATOR_CLIENT_CN, REPLICATION_USER};
+use tusk_config::parameters::PGBACKREST_STANZA;
+use tusk_operator::build::reload_sidecar::{
     ENV_POLL_SECONDS, ENV_SIGNAL_ARG, ENV_WATCH_DIR, RELOAD_ON_CHANGE_SCRIPT,
 };
 use tusk_pki::{Leaf, RootCa};
@@ -119,7 +130,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(watch_dir: &Path, signal_arg: &Path, log: PathBuf) -> Watcher {
+    fn start(watch_dir: &Path, signal_arg: impl AsRef<OsStr>, log: PathBuf) -> Watcher {
         let user = postgres_user();
         let child = Command::new("sh")
             .args(["-c", RELOAD_ON_CHANGE_SCRIPT])
@@ -265,7 +276,7 @@ async fn renewed_certificate_files_are_reloaded_without_a_restart() {
 
     let watcher = Watcher::start(&tls.root, &data_dir, server.dir.path().join("watcher.log"));
     wait_for("the watcher to start", || {
-        watcher.output().contains("tls-reload: watching")
+        watcher.output().contains("reload-on-change: watching")
     });
     // Unchanged files: no signal (the watcher polls every second).
     std::thread::sleep(Duration::from_secs(3));
@@ -325,4 +336,230 @@ async fn renewed_certificate_files_are_reloaded_without_a_restart() {
         "one reload per signal: {}",
         watcher.output()
     );
+}
+
+/// A free TCP port on 127.0.0.1 (the OS's pick; released for the server to bind).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The pgBackRest server's `conf.d` file: the TLS server on `port`, admitting client
+/// certificates with CN `admitted_cn` to the stanza, its certificates beside it in `conf_d`.
+fn server_conf(dir: &Path, conf_d: &Path, port: u16, admitted_cn: &str) -> String {
+    let tls = |file: &str| conf_d.join(file).display().to_string();
+    format!(
+        "[global]\ntls-server-address=127.0.0.1\ntls-server-port={port}\n\
+         tls-server-ca-file={ca}\ntls-server-cert-file={cert}\ntls-server-key-file={key}\n\
+         tls-server-auth={admitted_cn}={PGBACKREST_STANZA}\nrepo1-path={repo}\n\
+         log-level-file=off\nlock-path={lock}\n",
+        ca = tls("ca.crt"),
+        cert = tls("server.crt"),
+        key = tls("server.key"),
+        repo = dir.join("repo").display(),
+        lock = dir.join("server-lock").display(),
+    )
+}
+
+/// The files of the server's `conf.d`, as the pods' `pgbackrest-config` volume holds them.
+fn server_files<'a>(conf: &'a str, root: &'a RootCa, leaf: &'a Leaf) -> [(&'a str, &'a str); 4] {
+    [
+        ("tusk.conf", conf),
+        ("ca.crt", root.cert_pem()),
+        ("server.crt", &leaf.cert_pem),
+        ("server.key", &leaf.key_pem),
+    ]
+}
+
+/// A real `pgbackrest server` as the postgres OS user, in its own process group, reading its
+/// configuration from `<config_path>/conf.d` (pgBackRest's `config-include-path` under
+/// `--config-path`, as `/etc/pgbackrest/conf.d` in the pods). The group is killed on drop
+/// (also when the test panics).
+struct BackRestServer {
+    child: Child,
+    log: PathBuf,
+}
+
+impl BackRestServer {
+    fn start(config_path_arg: &str, log: PathBuf) -> BackRestServer {
+        let user = postgres_user();
+        let child = Command::new("pgbackrest")
+            .arg(config_path_arg)
+            // The reload is logged at `detail`.
+            .args(["--log-level-console=detail", "server"])
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .process_group(0)
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run pgbackrest (apt-get install pgbackrest)");
+        BackRestServer { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BackRestServer {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// `pgbackrest info` through the server at `port` (as the repo host reaches an instance), with
+/// the client certificate files in `client`: stdout and stderr together.
+fn info_through_server(client: &Path, port: u16) -> String {
+    let user = postgres_user();
+    let file = |name: &str| client.join(name).display().to_string();
+    let out = Command::new("pgbackrest")
+        .arg(format!("--config-path={}", client.display()))
+        .arg(format!("--stanza={PGBACKREST_STANZA}"))
+        // A DNS name: pgBackRest checks the server certificate against names only.
+        .arg("--repo1-host=localhost")
+        .arg("--repo1-host-type=tls")
+        .arg(format!("--repo1-host-port={port}"))
+        .arg(format!("--repo1-host-ca-file={}", file("ca.crt")))
+        .arg(format!("--repo1-host-cert-file={}", file("client.crt")))
+        .arg(format!("--repo1-host-key-file={}", file("client.key")))
+        .arg(format!("--lock-path={}", file("lock")))
+        .args(["--log-level-file=off", "--log-level-console=warn", "info"])
+        .uid(user.uid.as_raw())
+        .gid(user.gid.as_raw())
+        .output()
+        .expect("run pgbackrest");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// PIDs of the processes whose parent is `parent`, from `/proc/<pid>/stat`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, so look after its `)`.
+        let after_comm = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        if after_comm.split_whitespace().nth(1) == Some(parent.to_string().as_str()) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// Creates `path` (a directory, or a file with `text`) owned by the postgres OS user.
+fn create_as_postgres(path: &Path, text: Option<&str>) {
+    let user = postgres_user();
+    match text {
+        Some(text) => {
+            std::fs::write(path, text).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        None => std::fs::create_dir_all(path).unwrap(),
+    }
+    std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+}
+
+#[test]
+fn pgbackrest_server_reloads_tls_server_auth_without_a_restart() {
+    let now = OffsetDateTime::now_utc();
+    let root = RootCa::generate(now).unwrap();
+    let leaf = root
+        .issue_server("localhost", &["localhost".to_owned()], now)
+        .unwrap();
+    // The identity the repo host presents to instances (and they to it).
+    let client_leaf = root.issue_client(REPLICATION_USER, now).unwrap();
+
+    let tmp = tempfile::Builder::new()
+        .prefix("tusk-pgbackrest-reload")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
+    for sub in ["", "server", "client", "client/conf.d", "repo"] {
+        create_as_postgres(&dir.join(sub), None);
+    }
+    let client = dir.join("client");
+    for (name, text) in [
+        ("ca.crt", root.cert_pem()),
+        ("client.crt", &client_leaf.cert_pem),
+        ("client.key", &client_leaf.key_pem),
+    ] {
+        create_as_postgres(&client.join(name), Some(text));
+    }
+    let port = free_port();
+    let conf_d_path = dir.join("server/conf.d");
+    let denied = server_conf(dir, &conf_d_path, port, "someone-else");
+    let mut conf_d = KubeletDir::new(conf_d_path.clone(), &server_files(&denied, &root, &leaf));
+    let config_path_arg = format!("--config-path={}", dir.join("server").display());
+    let server = BackRestServer::start(&config_path_arg, dir.join("server.log"));
+    let server_pid = server.child.id();
+
+    let mut last = String::new();
+    wait_for("the server to refuse the client it does not name", || {
+        last = info_through_server(&client, port);
+        last.contains("access denied")
+    });
+
+    // A connection worker, forked by the server with the server's own arguments, waiting for
+    // this connection's first message (the workers of the `info` calls above may still be
+    // exiting: the new one is the one that was not there before).
+    let earlier_workers = children_of(server_pid);
+    let held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut worker = None;
+    wait_for("the server to fork a connection worker", || {
+        worker = (children_of(server_pid).into_iter()).find(|pid| !earlier_workers.contains(pid));
+        worker.is_some()
+    });
+    let worker = worker.unwrap();
+
+    let watcher = Watcher::start(&conf_d.root, &config_path_arg, dir.join("watcher.log"));
+    wait_for("the watcher to start", || {
+        watcher.output().contains("reload-on-change: watching")
+    });
+    // Unchanged files: no signal (the watcher polls every second).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!watcher.output().contains("SIGHUP"), "{}", watcher.output());
+    assert!(!server.log().contains("configuration reload begin"));
+
+    let admitted = server_conf(dir, &conf_d_path, port, REPLICATION_USER);
+    conf_d.publish(&server_files(&admitted, &root, &leaf));
+    wait_for("the client to be admitted", || {
+        last = info_through_server(&client, port);
+        !last.contains("access denied")
+    });
+    // Admitted: the server listed the (empty) repository for the client.
+    assert!(last.contains("missing stanza path"), "{last}");
+    assert!(server.log().contains("configuration reload begin"));
+
+    // The same server process, signalled alone: never its worker.
+    assert!(
+        nix::sys::signal::kill(Pid::from_raw(server_pid as i32), None).is_ok(),
+        "the server {server_pid} still runs"
+    );
+    let output = watcher.output();
+    let sent: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("sent SIGHUP"))
+        .collect();
+    assert_eq!(sent.len(), 1, "{output}");
+    assert!(
+        sent[0].ends_with(&format!("sent SIGHUP to {server_pid}")),
+        "{output}"
+    );
+    assert!(
+        children_of(server_pid).contains(&worker),
+        "the connection worker {worker} forked before the change still runs"
+    );
+    drop(held);
 }

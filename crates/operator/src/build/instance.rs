@@ -7,9 +7,10 @@
 //! controller rolls instances whose pod is outdated, replicas first, one at a time, each
 //! healthy before the next, then a switchover, then the old primary last.
 //!
-//! The pod: `database` (Patroni), `tls-reload` (`super::tls_reload`: SIGHUPs Patroni when the
-//! kubelet updates the certificate files, hence `shareProcessNamespace`), the pgBackRest and
-//! exporter sidecars when configured, then the user's containers. Pure.
+//! The pod: `database` (Patroni), `tls-reload` (`super::reload_sidecar`: SIGHUPs Patroni when
+//! the kubelet updates the certificate files, hence `shareProcessNamespace`), with backups
+//! `pgbackrest` and its reloader `pgbackrest-config`, the exporter when monitoring is on, then
+//! the user's containers. Pure.
 
 use std::collections::BTreeSet;
 
@@ -101,12 +102,15 @@ fn instance_pod_template(
     );
     let mut containers = vec![
         database_container(cluster, set, ctx),
-        super::tls_reload::tls_reload_container(cluster, ctx.image),
+        super::reload_sidecar::tls_reload_container(cluster, ctx.image),
     ];
     containers.extend(super::pgbackrest::instance_sidecar(
         cluster,
         set.wal_volume.is_some(),
         ctx.pgbackrest_image,
+    ));
+    containers.extend(super::pgbackrest::config_reload_container(
+        cluster, ctx.image,
     ));
     containers.extend(super::exporter::exporter_container(
         cluster,
@@ -125,7 +129,8 @@ fn instance_pod_template(
             service_account_name: Some(cluster.names.instance_rbac()),
             // Patroni is the DCS client: it needs the account's token.
             automount_service_account_token: Some(true),
-            // The `tls-reload` sidecar signals Patroni when certificates are renewed.
+            // The `tls-reload` and `pgbackrest-config` sidecars signal Patroni and
+            // `pgbackrest server` when their files change.
             share_process_namespace: Some(true),
             // Dozens of `*_SERVICE_HOST` variables per Service in the namespace are noise at
             // best and can collide with PostgreSQL's `PG*` settings at worst.

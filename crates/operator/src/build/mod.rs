@@ -31,10 +31,10 @@ pub mod pgbackrest;
 pub mod pgbouncer;
 pub mod pod_security;
 pub mod rbac;
+pub mod reload_sidecar;
 pub mod restore;
 pub mod secrets;
 pub mod services;
-pub mod tls_reload;
 pub mod volumes;
 
 /// What a build needs besides the cluster.
@@ -225,7 +225,7 @@ pub fn build(input: &BuildInput) -> Vec<Managed> {
             },
         )));
     }
-    objects.extend(backup_objects(input, &pgbackrest_image));
+    objects.extend(backup_objects(input, &pgbackrest_image, &image));
     objects.extend(
         cluster
             .instance_sets
@@ -279,7 +279,8 @@ fn service_role_objects(input: &BuildInput) -> Vec<Managed> {
 
 /// pgBackRest's objects when `spec.backups` is set: configuration, the repo host and its
 /// volumes (volume repos only), the backup Jobs' account and one CronJob per schedule.
-fn backup_objects(input: &BuildInput, image: &str) -> Vec<Managed> {
+/// `image` is pgBackRest's; `database_image` runs the repo host's reload sidecar.
+fn backup_objects(input: &BuildInput, image: &str, database_image: &str) -> Vec<Managed> {
     let cluster = input.cluster;
     let instance_hosts: Vec<String> = input
         .plan
@@ -301,7 +302,9 @@ fn backup_objects(input: &BuildInput, image: &str) -> Vec<Managed> {
             .into_iter()
             .map(Managed::PersistentVolumeClaim),
     );
-    objects.extend(pgbackrest::repo_host_statefulset(cluster, image).map(Managed::StatefulSet));
+    objects.extend(
+        pgbackrest::repo_host_statefulset(cluster, image, database_image).map(Managed::StatefulSet),
+    );
     if let Some((account, role, binding)) = backup_jobs::backup_rbac(cluster) {
         objects.extend([
             Managed::ServiceAccount(account),

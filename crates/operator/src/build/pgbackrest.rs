@@ -2,7 +2,9 @@
 //! from `tusk_config::pgbackrest`), the `pgbackrest-config` projected volume (that ConfigMap,
 //! the user's `spec.backups.pgbackrest.configuration` projections and the TLS files), the
 //! `pgbackrest` sidecar of instance pods (`pgbackrest server`, which the repo host's backups
-//! reach as `pgN-host`), and, when a `volume` repo exists, the repo host: StatefulSet
+//! reach as `pgN-host`), the `pgbackrest-config` sidecar beside every `pgbackrest server`
+//! (`super::reload_sidecar`: SIGHUPs the server when the kubelet rewrites its configuration
+//! or certificates), and, when a `volume` repo exists, the repo host: StatefulSet
 //! `<c>-repo-host` and one PVC `<c>-repoN` per volume repo.
 //!
 //! Nothing here exists without `spec.backups`. The transport (pgBackRest TLS with the
@@ -24,6 +26,7 @@ use tusk_config::pgbackrest as conf;
 
 use super::meta::{labels, non_empty_vec, object_meta};
 use super::pod_security::{instance_pod_security_context, restricted_container_security_context};
+use super::reload_sidecar::{reload_sidecar, ReloadTarget};
 use super::secrets::{TLS_CA_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 use super::volumes::{
     replication_tls_projection, server_tls_projection, TLS_FILE_MODE, VOLUME_PGDATA, VOLUME_PGWAL,
@@ -33,6 +36,10 @@ use super::volumes::{
 /// The projected configuration volume, named like the PGO family's.
 pub const VOLUME_CONFIG: &str = naming::CONTAINER_PGBACKREST_CONFIG;
 pub const PORT_NAME: &str = "pgbackrest";
+/// The argument that makes `pgbackrest` the TLS server, and by which the `pgbackrest-config`
+/// sidecar finds it: no other process of the pod has it as a whole argument (the liveness
+/// probe's is `server-ping`).
+pub const SERVER_SIGNAL_ARG: &str = "server";
 
 /// Which pgBackRest file a pod reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,7 +233,7 @@ fn server_container(
         name: naming::CONTAINER_PGBACKREST.to_owned(),
         image: Some(image.to_owned()),
         image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_owned()),
-        command: Some(vec!["pgbackrest".to_owned(), "server".to_owned()]),
+        command: Some(vec!["pgbackrest".to_owned(), SERVER_SIGNAL_ARG.to_owned()]),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.to_owned()),
             container_port: conf::TLS_SERVER_PORT.into(),
@@ -271,6 +278,23 @@ pub fn instance_sidecar(
     Some(server_container(cluster, image, mounts, None))
 }
 
+/// `pgbackrest-config`: watches the pod's `pgbackrest-config` volume (Tusk's file, the user's
+/// projections, the TLS files) and SIGHUPs `pgbackrest server`, which re-reads all of them.
+/// `image` is the database image (the watcher needs its shell tools). `None` without backups.
+pub fn config_reload_container(cluster: &ValidatedCluster, image: &str) -> Option<Container> {
+    cluster.backups.as_ref()?;
+    Some(reload_sidecar(
+        cluster,
+        image,
+        ReloadTarget {
+            container: naming::CONTAINER_PGBACKREST_CONFIG,
+            volume: VOLUME_CONFIG,
+            watch_dir: conf::CONFIG_DIR,
+            signal_arg: SERVER_SIGNAL_ARG,
+        },
+    ))
+}
+
 fn volume_repos(backups: &BackupSettings) -> impl Iterator<Item = &RepoSettings> {
     backups
         .repos
@@ -305,9 +329,13 @@ pub fn repo_pvcs(cluster: &ValidatedCluster) -> Vec<PersistentVolumeClaim> {
         .collect()
 }
 
-/// `<c>-repo-host`: one pod serving the volume repos over TLS and running backups. `None`
-/// without a volume repo.
-pub fn repo_host_statefulset(cluster: &ValidatedCluster, image: &str) -> Option<StatefulSet> {
+/// `<c>-repo-host`: one pod serving the volume repos over TLS and running backups, with the
+/// `pgbackrest-config` sidecar (from `database_image`). `None` without a volume repo.
+pub fn repo_host_statefulset(
+    cluster: &ValidatedCluster,
+    image: &str,
+    database_image: &str,
+) -> Option<StatefulSet> {
     let backups = cluster.backups.as_ref()?;
     volume_repos(backups).next()?;
     let mut pod_labels = backup_metadata(cluster, backups).labels;
@@ -334,7 +362,10 @@ pub fn repo_host_statefulset(cluster: &ValidatedCluster, image: &str) -> Option<
     });
     mounts.push(mount(VOLUME_TMP, "/tmp", false));
     let host = &backups.repo_host;
-    let container = server_container(cluster, image, mounts, host.resources.clone());
+    let containers = vec![
+        server_container(cluster, image, mounts, host.resources.clone()),
+        config_reload_container(cluster, database_image)?,
+    ];
     Some(StatefulSet {
         metadata: object_meta(
             cluster,
@@ -361,10 +392,12 @@ pub fn repo_host_statefulset(cluster: &ValidatedCluster, image: &str) -> Option<
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
+                    containers,
                     volumes: Some(volumes),
                     // The repo host never calls the Kubernetes API.
                     automount_service_account_token: Some(false),
+                    // The `pgbackrest-config` sidecar signals `pgbackrest server`.
+                    share_process_namespace: Some(true),
                     enable_service_links: Some(false),
                     security_context: Some(instance_pod_security_context()),
                     affinity: host.affinity.clone(),
