@@ -6,13 +6,12 @@
 //! - restoring that backup into an empty directory (`pgbackrest restore`), next to the
 //!   `pg_basebackup` copy: the data-copy part of seeding a replica either way;
 //! - seeding a new replica end to end: `up` with a second member, which Patroni creates from
-//!   the repo (`create_replica_methods: [pgbackrest, basebackup]`) — then the same with the
-//!   repo method unavailable is not measured: a cluster without backups would need a second
-//!   1 GB load; the raw `pg_basebackup` copy above stands for it.
+//!   the repo (`create_replica_methods: [pgbackrest, basebackup]`), next to the same on a
+//!   second cluster of the same size without backups, where Patroni uses `pg_basebackup`.
 //!
 //! Runs as `cargo run --release -p tusk-local --bin tusk-backup-bench -- --scale 70`; needs
-//! the Debian packages `tusk local` needs plus pgbench. Starts and stops only its own cluster,
-//! on 127.48.2.x, in a directory under the system temp dir.
+//! the Debian packages `tusk local` needs plus pgbench. Starts and stops only its own
+//! clusters, on 127.48.2.x and 127.48.3.x, in directories under the system temp dir.
 
 #[path = "../../tests/common/ha.rs"]
 mod ha;
@@ -71,6 +70,17 @@ fn scratch(cluster: &Cluster, name: &str, run_as: &RunAs) -> std::path::PathBuf 
     dir
 }
 
+/// `pgbench -i` of `scale` into `postgres`, as the superuser over the socket in `socket`.
+fn pgbench_init(socket: &Path, scale: u32, run_as: &RunAs) -> Duration {
+    eprintln!("pgbench -i -s {scale}");
+    let mut init = Command::new("/usr/bin/pgbench");
+    tusk_local::system::clear_libpq_env(&mut init);
+    init.args(["-i", "-q", "-s", &scale.to_string(), "-U", "postgres", "-h"])
+        .arg(socket)
+        .arg("postgres");
+    run("pgbench -i", init, run_as)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scale = match parse(&args) {
@@ -97,13 +107,7 @@ fn main() {
     let member = layout.member(&leader);
     let socket = member.socket_dir();
 
-    eprintln!("pgbench -i -s {scale}");
-    let mut init = Command::new("/usr/bin/pgbench");
-    tusk_local::system::clear_libpq_env(&mut init);
-    init.args(["-i", "-q", "-s", &scale.to_string(), "-U", "postgres", "-h"])
-        .arg(&socket)
-        .arg("postgres");
-    let init_took = run("pgbench -i", init, &run_as);
+    let init_took = pgbench_init(&socket, scale, &run_as);
     let size: u64 = cluster
         .superuser_sql(
             &leader,
@@ -163,6 +167,31 @@ fn main() {
     }
     let seed_took = started.elapsed();
 
+    eprintln!("the same without backups: a replica seeded by pg_basebackup");
+    let plain = Cluster::new("127.48.3");
+    let without = |replicas| ManifestEdit {
+        replicas: Some(replicas),
+        without_backups: true,
+        ..ManifestEdit::default()
+    };
+    let one = plain.write_manifest(&manifest("01-hippo-basic.yaml", &without(1)));
+    if let Err(e) = plain.up(&one) {
+        eprintln!("up without backups: {e}");
+        std::process::exit(1);
+    }
+    pgbench_init(
+        &plain.layout().member(&plain.leader()).socket_dir(),
+        scale,
+        &run_as,
+    );
+    let two = plain.write_manifest(&manifest("01-hippo-basic.yaml", &without(2)));
+    let started = Instant::now();
+    if let Err(e) = plain.up(&two) {
+        eprintln!("up with 2 members, no backups: {e}");
+        std::process::exit(1);
+    }
+    let basebackup_seed_took = started.elapsed();
+
     println!(
         "pgbench scale {scale}: {:.0} MB in all databases (loaded in {:.1} s)",
         megabytes(size),
@@ -182,7 +211,8 @@ fn main() {
         rate(size, restore_took)
     );
     println!(
-        "new replica seeded from the repo, `up` until it streams: {:.2} s",
-        seed_took.as_secs_f64()
+        "new replica, `up` until it streams: from the repo {:.2} s, by pg_basebackup {:.2} s",
+        seed_took.as_secs_f64(),
+        basebackup_seed_took.as_secs_f64()
     );
 }
