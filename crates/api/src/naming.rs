@@ -55,6 +55,9 @@ pub const ANNOTATION_APPLIED_HASH: &str = "tusk.rs/applied-hash";
 /// Version of the operator that last wrote an object. Not a reason to write: an operator
 /// upgrade alone changes nothing; the next write for another reason updates it.
 pub const ANNOTATION_OPERATOR_VERSION: &str = "tusk.rs/operator-version";
+/// Annotation of Patroni's configuration Endpoints (`<c>-ha-config`) holding the dynamic
+/// configuration as JSON; the key is Patroni's (`AbstractDCS._CONFIG`), not Tusk's.
+pub const PATRONI_ANNOTATION_CONFIG: &str = "config";
 /// `kubectl exec`/`logs` pick this container by default.
 pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 

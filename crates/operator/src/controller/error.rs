@@ -114,6 +114,8 @@ pub enum Error {
     Status(#[from] StatusError),
     #[error(transparent)]
     Backups(#[from] super::backups::BackupsError),
+    #[error(transparent)]
+    PatroniDcs(#[from] super::patroni_dcs::PatroniDcsError),
 }
 
 impl Error {
@@ -132,6 +134,7 @@ impl Error {
             Error::Status(StatusError::ListStatefulSets { .. }) => "ListStatefulSetsFailed",
             Error::Status(StatusError::PatchStatus { .. }) => "PatchStatusFailed",
             Error::Backups(e) => e.reason(),
+            Error::PatroniDcs(e) => e.reason(),
         }
     }
 }

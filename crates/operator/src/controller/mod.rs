@@ -1,7 +1,8 @@
 //! The reconcile of one `PostgresCluster`, as a pipeline you can read top to bottom:
 //!
 //! dereference -> validate -> custom TLS -> plan -> restore gate -> material -> build (pure)
-//! -> apply -> backup and restore Jobs -> SQL (users, service roles) -> status
+//! -> apply -> Patroni's dynamic configuration -> SQL (users, service roles) -> backup and
+//! restore Jobs -> status
 //!
 //! Only `dereference` (with `custom_tls`'s read), `apply` and `status` hold the client. An
 //! invalid spec, unusable custom TLS Secrets or `spec.paused` stop the pipeline before
@@ -14,6 +15,7 @@ pub mod backups;
 pub mod custom_tls;
 pub mod dereference;
 pub mod error;
+pub mod patroni_dcs;
 pub mod restore;
 pub mod root_ca;
 pub mod sql;
@@ -238,6 +240,10 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     )
     .await?;
     publish_changes(cluster, ctx, &applied.changed).await;
+    let instances_held = validated.shutdown || phase != restore::RestorePhase::Idle;
+    let dcs = patroni_dcs::reconcile_dynamic_configuration(&ctx.client, &validated, instances_held)
+        .await?;
+    patroni_dcs::publish_outcome(cluster, ctx, &dcs).await;
     // SQL first: it reads the primary's `pg_stat_archiver`, which the backup step turns into
     // the `WALArchiving` condition in this same reconcile.
     let sql_outcome = sql::reconcile_sql(
@@ -321,6 +327,7 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     status::patch_status(&ctx.client, cluster, &current, &next).await?;
     let settled = next.phase.as_deref() == Some("Running")
         && !holding_for_wal
+        && !dcs.retry_soon()
         && !matches!(sql_outcome, sql::SqlOutcome::Failed { .. });
     Ok(Action::requeue(if settled {
         RESYNC
