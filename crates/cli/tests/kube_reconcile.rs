@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
@@ -61,6 +62,32 @@ async fn expected_names(client: &Client, reference: &Reference) -> (Vec<String>,
         }
     }
     (comparable_names(&served), comparable_names(&not_served))
+}
+
+/// Plays the Job controller this control plane does not run, for a cluster cloned from
+/// `spec.dataSource`: the operator holds the instance StatefulSets back until its restore Job
+/// succeeded, so the test reports that Job as complete once the operator created it. No pod
+/// runs here; what the Job does is proven by `tusk local`'s restore tests.
+async fn finish_restore_job(client: &Client, reference: &Reference) {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &reference.namespace);
+    let name = format!("{}-pgbackrest-restore", reference.name);
+    let Ok(Some(job)) = jobs.get_opt(&name).await else {
+        return;
+    };
+    if job.status.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+        return;
+    }
+    let status = json!({"status": {
+        "startTime": "2026-11-21T10:00:00Z",
+        "completionTime": "2026-11-21T10:01:00Z",
+        "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True",
+                        "lastProbeTime": "2026-11-21T10:01:00Z",
+                        "lastTransitionTime": "2026-11-21T10:01:00Z"}],
+    }});
+    jobs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("marking the restore Job complete");
 }
 
 /// Merge-patches an annotation on every cluster: a watch event, so one reconcile each.
@@ -177,20 +204,32 @@ async fn reference_manifests_reconcile_settle_and_stay_settled_across_restart_an
     let operator = Operator::start(&plane, "operator-a", &[]);
 
     let mut references = Vec::new();
-    for (i, path) in reference_manifests().into_iter().enumerate() {
-        let object = manifest(&path);
+    let paths = reference_manifests();
+    for (i, path) in paths.iter().enumerate() {
+        let object = manifest(path);
         let namespace = format!("reference-{i}");
         create_namespace(&client, &namespace).await;
-        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        create_custom_tls_secrets(&client, &namespace, &object).await;
-        create_cluster(&client, &namespace, object)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        references.push(Reference {
-            path,
-            namespace,
-            name,
+        // A clone needs its source: the reference manifest of that name, in the same namespace
+        // (example 05 clones example 01's `hippo`), checked like every other reference.
+        let source = object["spec"]["dataSource"]["postgresCluster"]["clusterName"].as_str();
+        let source_path = source.and_then(|name| {
+            paths
+                .iter()
+                .find(|p| manifest(p)["metadata"]["name"].as_str() == Some(name))
         });
+        for path in source_path.into_iter().chain([path]) {
+            let object = manifest(path);
+            let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+            create_custom_tls_secrets(&client, &namespace, &object).await;
+            create_cluster(&client, &namespace, object)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            references.push(Reference {
+                path: path.clone(),
+                namespace: namespace.clone(),
+                name,
+            });
+        }
     }
 
     // Every object `tusk render` lists exists, and nothing else carries the cluster label.
@@ -205,6 +244,7 @@ async fn reference_manifests_reconcile_settle_and_stay_settled_across_restart_an
         let (expected, not_served) = expected_names(&client, r).await;
         let what = format!("the objects of {} in {}", r.name, r.namespace);
         let live = eventually(&what, Duration::from_secs(120), || async {
+            finish_restore_job(&client, r).await;
             let live = comparable_names(&live_objects(&client, &r.namespace, &r.name).await);
             (live == expected).then_some(live)
         })
