@@ -96,20 +96,30 @@ fn applied(layout: &Layout) -> Result<(State, ValidatedCluster)> {
     Ok((state, cluster))
 }
 
-/// The member Patroni reports as leader now.
+/// How long a command looks for the leader: Patroni's REST servers restart their TLS after
+/// a certificate reload, and a leader race lasts a loop; neither is "the cluster is down".
+const LEADER_LOOKUP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The member Patroni reports as leader now (asking again for [`LEADER_LOOKUP`] while none
+/// answers with one).
 pub(crate) fn current_leader(
     layout: &Layout,
     state: &State,
     cluster: &ValidatedCluster,
 ) -> Result<String> {
     let api = PatroniApi::new(layout, cluster.patroni.port)?;
-    cluster_view(&api, state)
-        .and_then(|v| v.leader().map(|l| l.name.clone()))
-        .ok_or_else(|| Error::Http {
-            what: "finding the primary".into(),
-            reason: "no member reports a leader (is the cluster up? see `tusk local status`)"
-                .into(),
-        })
+    let deadline = std::time::Instant::now() + LEADER_LOOKUP;
+    let leader = loop {
+        let leader = cluster_view(&api, state).and_then(|v| v.leader().map(|l| l.name.clone()));
+        if leader.is_some() || std::time::Instant::now() >= deadline {
+            break leader;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    leader.ok_or_else(|| Error::Http {
+        what: "finding the primary".into(),
+        reason: "no member reports a leader (is the cluster up? see `tusk local status`)".into(),
+    })
 }
 
 fn find_user<'c>(
