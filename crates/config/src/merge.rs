@@ -1,6 +1,7 @@
 //! Deep merge of JSON documents, the way Patroni merges a `PATCH /config`: objects merge key
 //! by key, any other value replaces, and `null` deletes the key. Used to lay the user's
-//! `dynamicConfiguration` over Tusk's. Pure; no I/O.
+//! `dynamicConfiguration` over Tusk's. Also the one equality of Patroni settings both
+//! runtimes use to decide whether Patroni's configuration needs a write. Pure; no I/O.
 
 use serde_json::Value;
 
@@ -19,6 +20,31 @@ pub fn deep_merge(base: &mut Value, overlay: &Value) {
             }
         }
         (base, overlay) => *base = overlay.clone(),
+    }
+}
+
+/// Equal as Patroni settings: Patroni (or `patronictl edit-config`, which goes through YAML)
+/// may hand back `"10"` where Tusk renders `10`, and that is no reason to write. Objects and
+/// arrays compare member by member; an object or array never equals a scalar.
+pub fn same_setting(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same_setting(v, w)))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(v, w)| same_setting(v, w))
+        }
+        (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => false,
+        (a, b) => a == b || scalar_text(a) == scalar_text(b),
+    }
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -45,5 +71,19 @@ mod tests {
         let mut base = json!({"x": {"y": 1}, "z": 2});
         deep_merge(&mut base, &json!({"x": 3, "z": {"w": 4}}));
         assert_eq!(base, json!({"x": 3, "z": {"w": 4}}));
+    }
+
+    #[test]
+    fn settings_equal_across_string_and_number_but_not_across_shapes() {
+        assert!(same_setting(
+            &json!({"ttl": "15", "pg_hba": ["a", 1]}),
+            &json!({"ttl": 15, "pg_hba": ["a", "1"]})
+        ));
+        assert!(!same_setting(&json!({"ttl": 15}), &json!({"ttl": 16})));
+        assert!(!same_setting(
+            &json!({"ttl": 15}),
+            &json!({"ttl": 15, "x": 1})
+        ));
+        assert!(!same_setting(&json!(["1"]), &json!("[\"1\"]")));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tusk_config::merge::same_setting;
 use tusk_config::paths::{TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
@@ -249,15 +250,6 @@ pub fn merge_patch(current: &Value, desired: &Value) -> Option<Value> {
         (cur, want) if same_setting(cur, want) => None,
         (_, want) => Some(want.clone()),
     }
-}
-
-/// Patroni may hand back `"10"` where we sent `10` (or the reverse): equal as settings.
-fn same_setting(a: &Value, b: &Value) -> bool {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    a == b || (!a.is_object() && !b.is_object() && text(a) == text(b))
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use kube::Client;
 use serde_json::{json, Map, Value};
 use tusk_api::naming::PATRONI_ANNOTATION_CONFIG;
 use tusk_api::{PostgresCluster, ValidatedCluster};
+use tusk_config::merge::same_setting;
 use tusk_config::patroni::dynamic_configuration;
 
 use super::{publish, Context};
@@ -117,30 +118,6 @@ pub fn next_configuration(current: &Value, desired: &Value) -> (Value, Vec<Strin
     changed.sort();
     changed.dedup();
     (Value::Object(next), changed)
-}
-
-/// Equal as Patroni settings: `patronictl edit-config` (YAML) or a PATCH may store `"10"` where
-/// Tusk renders `10`, and that is no reason to write.
-fn same_setting(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .all(|(k, v)| b.get(k).is_some_and(|w| same_setting(v, w)))
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(v, w)| same_setting(v, w))
-        }
-        (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => false,
-        (a, b) => a == b || scalar_text(a) == scalar_text(b),
-    }
-}
-
-fn scalar_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// Brings the `config` annotation of `<c>-ha-config` to what the manifest renders.
