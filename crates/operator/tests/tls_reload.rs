@@ -122,41 +122,49 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The watcher, as the postgres OS user, in its own process group; the group is killed on
-/// drop (also when the test panics).
-struct Watcher {
+/// A program run as the postgres OS user in its own process group, its stdout in `log`; the
+/// group is killed on drop (also when the test panics), so nothing the test started outlives
+/// it.
+struct PostgresProcess {
     child: Child,
     log: PathBuf,
 }
 
-impl Watcher {
-    fn start(watch_dir: &Path, signal_arg: impl AsRef<OsStr>, log: PathBuf) -> Watcher {
+impl PostgresProcess {
+    fn spawn(mut command: Command, log: PathBuf, what: &str) -> PostgresProcess {
         let user = postgres_user();
-        let child = Command::new("sh")
-            .args(["-c", RELOAD_ON_CHANGE_SCRIPT])
-            .env(ENV_WATCH_DIR, watch_dir)
-            .env(ENV_SIGNAL_ARG, signal_arg)
-            .env(ENV_POLL_SECONDS, "1")
+        let child = command
             .uid(user.uid.as_raw())
             .gid(user.gid.as_raw())
             .process_group(0)
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("run sh");
-        Watcher { child, log }
+            .unwrap_or_else(|e| panic!("running {what}: {e}"));
+        PostgresProcess { child, log }
     }
 
-    fn output(&self) -> String {
+    fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-impl Drop for Watcher {
+impl Drop for PostgresProcess {
     fn drop(&mut self) {
         let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
         let _ = self.child.wait();
     }
+}
+
+/// The watcher script with a 1 s poll.
+fn start_watcher(watch_dir: &Path, signal_arg: impl AsRef<OsStr>, log: PathBuf) -> PostgresProcess {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", RELOAD_ON_CHANGE_SCRIPT])
+        .env(ENV_WATCH_DIR, watch_dir)
+        .env(ENV_SIGNAL_ARG, signal_arg)
+        .env(ENV_POLL_SECONDS, "1");
+    PostgresProcess::spawn(command, log, "sh")
 }
 
 /// The certificate the server presents to a new TLS connection, as the real
@@ -274,14 +282,14 @@ async fn renewed_certificate_files_are_reloaded_without_a_restart() {
     .await;
     assert!(refused.is_err(), "the new root is not trusted yet");
 
-    let watcher = Watcher::start(&tls.root, &data_dir, server.dir.path().join("watcher.log"));
+    let watcher = start_watcher(&tls.root, &data_dir, server.dir.path().join("watcher.log"));
     wait_for("the watcher to start", || {
-        watcher.output().contains("reload-on-change: watching")
+        watcher.log().contains("reload-on-change: watching")
     });
     // Unchanged files: no signal (the watcher polls every second).
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(server.log().matches(RELOAD_LOG_LINE).count(), 0);
-    assert!(!watcher.output().contains("SIGHUP"), "{}", watcher.output());
+    assert!(!watcher.log().contains("SIGHUP"), "{}", watcher.log());
 
     // The kubelet's rotation: new leaf (same root) and a bundle that adds the new root.
     let bundle = tusk_pki::trust_bundle(&[new_root.cert_pem(), old_root.cert_pem()]);
@@ -295,10 +303,10 @@ async fn renewed_certificate_files_are_reloaded_without_a_restart() {
     });
     assert!(
         watcher
-            .output()
+            .log()
             .contains(&format!("sent SIGHUP to {postmaster_pid}")),
         "only the test's postmaster is signalled: {}",
-        watcher.output()
+        watcher.log()
     );
     wait_for("the new certificate", || {
         presented_certificate(&server) == pem_body(&new_leaf.cert_pem)
@@ -332,9 +340,9 @@ async fn renewed_certificate_files_are_reloaded_without_a_restart() {
     assert_eq!(pid_file.lines().next().unwrap(), postmaster_pid);
     assert_eq!(
         server.log().matches(RELOAD_LOG_LINE).count(),
-        watcher.output().matches("sent SIGHUP").count(),
+        watcher.log().matches("sent SIGHUP").count(),
         "one reload per signal: {}",
-        watcher.output()
+        watcher.log()
     );
 }
 
@@ -374,42 +382,16 @@ fn server_files<'a>(conf: &'a str, root: &'a RootCa, leaf: &'a Leaf) -> [(&'a st
     ]
 }
 
-/// A real `pgbackrest server` as the postgres OS user, in its own process group, reading its
-/// configuration from `<config_path>/conf.d` (pgBackRest's `config-include-path` under
-/// `--config-path`, as `/etc/pgbackrest/conf.d` in the pods). The group is killed on drop
-/// (also when the test panics).
-struct BackRestServer {
-    child: Child,
-    log: PathBuf,
-}
-
-impl BackRestServer {
-    fn start(config_path_arg: &str, log: PathBuf) -> BackRestServer {
-        let user = postgres_user();
-        let child = Command::new("pgbackrest")
-            .arg(config_path_arg)
-            // The reload is logged at `detail`.
-            .args(["--log-level-console=detail", "server"])
-            .uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
-            .process_group(0)
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run pgbackrest (apt-get install pgbackrest)");
-        BackRestServer { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for BackRestServer {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
+/// A real `pgbackrest server` (see [`PostgresProcess`]) reading its configuration from
+/// `<config_path>/conf.d` (pgBackRest's `config-include-path` under `--config-path`, as
+/// `/etc/pgbackrest/conf.d` in the pods).
+fn start_backrest_server(config_path_arg: &str, log: PathBuf) -> PostgresProcess {
+    let mut command = Command::new("pgbackrest");
+    command
+        .arg(config_path_arg)
+        // The reload is logged at `detail`.
+        .args(["--log-level-console=detail", "server"]);
+    PostgresProcess::spawn(command, log, "pgbackrest (apt-get install pgbackrest)")
 }
 
 /// `pgbackrest info` through the server at `port` (as the repo host reaches an instance), with
@@ -502,7 +484,7 @@ fn pgbackrest_server_reloads_tls_server_auth_without_a_restart() {
     let denied = server_conf(dir, &conf_d_path, port, "someone-else");
     let mut conf_d = KubeletDir::new(conf_d_path.clone(), &server_files(&denied, &root, &leaf));
     let config_path_arg = format!("--config-path={}", dir.join("server").display());
-    let server = BackRestServer::start(&config_path_arg, dir.join("server.log"));
+    let server = start_backrest_server(&config_path_arg, dir.join("server.log"));
     let server_pid = server.child.id();
 
     let mut last = String::new();
@@ -523,13 +505,13 @@ fn pgbackrest_server_reloads_tls_server_auth_without_a_restart() {
     });
     let worker = worker.unwrap();
 
-    let watcher = Watcher::start(&conf_d.root, &config_path_arg, dir.join("watcher.log"));
+    let watcher = start_watcher(&conf_d.root, &config_path_arg, dir.join("watcher.log"));
     wait_for("the watcher to start", || {
-        watcher.output().contains("reload-on-change: watching")
+        watcher.log().contains("reload-on-change: watching")
     });
     // Unchanged files: no signal (the watcher polls every second).
     std::thread::sleep(Duration::from_secs(3));
-    assert!(!watcher.output().contains("SIGHUP"), "{}", watcher.output());
+    assert!(!watcher.log().contains("SIGHUP"), "{}", watcher.log());
     assert!(!server.log().contains("configuration reload begin"));
 
     let admitted = server_conf(dir, &conf_d_path, port, REPLICATION_USER);
@@ -547,7 +529,7 @@ fn pgbackrest_server_reloads_tls_server_auth_without_a_restart() {
         nix::sys::signal::kill(Pid::from_raw(server_pid as i32), None).is_ok(),
         "the server {server_pid} still runs"
     );
-    let output = watcher.output();
+    let output = watcher.log();
     let sent: Vec<&str> = output
         .lines()
         .filter(|l| l.contains("sent SIGHUP"))
