@@ -2,13 +2,12 @@
 //! from Debian). Each test uses its own loopback network (127.31.x) and temp state dir, and
 //! a guard stops every process it started on drop, even when the test panics.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tusk_local::{Layout, UpOptions};
-
-const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
+use common::{psql, Cluster};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,78 +15,16 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A state directory under a temp dir the `postgres` OS user can enter; `down` on drop.
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    state_dir: PathBuf,
-    network: &'static str,
-}
-
-impl Cluster {
-    fn new(network: &'static str) -> Cluster {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let state_dir = tmp.path().join("state");
-        Cluster {
-            _tmp: tmp,
-            state_dir,
-            network,
-        }
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::new(&self.state_dir)
-    }
-
-    fn up(&self, manifest: &Path) -> tusk_local::Result<()> {
-        let options = UpOptions {
-            manifest: manifest.into(),
-            state_dir: Some(self.state_dir.clone()),
-            network: Some(self.network.into()),
-            wait_limit: Duration::from_secs(180),
-        };
-        tusk_local::up(&options, &mut |line| eprintln!("[{}] {line}", self.network))
-    }
-
-    /// Runs SQL on a member over TCP+TLS, verifying its certificate against the local CA
-    /// and its address (`verify-full`), as a password user.
-    fn psql_tls(&self, host: &str, sql: &str) -> Result<String, String> {
-        let ca = self.state_dir.join("ca/ca.crt");
-        let conninfo = format!(
-            "host={host} port=5432 dbname=postgres user=tester sslmode=verify-full sslrootcert={}",
-            ca.display()
-        );
-        let out = Command::new(PSQL)
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                &conninfo,
-                "-c",
-                sql,
-            ])
-            .env("PGPASSWORD", "tester-password")
-            .output()
-            .expect("psql runs");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.state_dir.join("state.json").is_file() {
-            let _ = tusk_local::down(&self.layout(), false, &mut |_| {});
-        }
-    }
+/// SQL on a member over TCP+TLS as the test's password user, verifying the member's
+/// certificate against the local CA and its address (`verify-full`).
+fn psql_tls(cluster: &Cluster, host: &str, sql: &str) -> Result<String, String> {
+    let ca = cluster.state_dir.join("ca/ca.crt");
+    let conninfo = format!(
+        "host={host} port=5432 dbname=postgres user=tester password=tester-password \
+         sslmode=verify-full sslrootcert={}",
+        ca.display()
+    );
+    psql(&conninfo, sql)
 }
 
 fn leader_and_replicas(report: &tusk_local::StatusReport) -> (String, Vec<String>) {
@@ -140,26 +77,26 @@ fn three_members_replicate_and_an_invalid_manifest_changes_nothing() {
          CREATE TABLE seen (note text); GRANT SELECT, INSERT ON seen TO tester;",
     )
     .expect("setup on the primary");
-    cluster
-        .psql_tls(
-            &leader,
-            "INSERT INTO seen VALUES ('written on the primary')",
-        )
-        .expect("insert over verify-full TLS");
+    psql_tls(
+        &cluster,
+        &leader,
+        "INSERT INTO seen VALUES ('written on the primary')",
+    )
+    .expect("insert over verify-full TLS");
     assert_eq!(
-        cluster
-            .psql_tls(
-                &leader,
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
-            )
-            .unwrap(),
+        psql_tls(
+            &cluster,
+            &leader,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        )
+        .unwrap(),
         "t"
     );
     for replica in &replicas {
         // Replay is asynchronous on one of the two replicas: poll, bounded.
         let start = Instant::now();
         let seen = loop {
-            let got = cluster.psql_tls(replica, "SELECT note FROM seen");
+            let got = psql_tls(&cluster, replica, "SELECT note FROM seen");
             if matches!(&got, Ok(s) if !s.is_empty()) || start.elapsed() > Duration::from_secs(60) {
                 break got;
             }
@@ -171,9 +108,7 @@ fn three_members_replicate_and_an_invalid_manifest_changes_nothing() {
             "on {replica}"
         );
         assert_eq!(
-            cluster
-                .psql_tls(replica, "SELECT pg_is_in_recovery()")
-                .unwrap(),
+            psql_tls(&cluster, replica, "SELECT pg_is_in_recovery()").unwrap(),
             "t",
             "{replica} is a replica"
         );
