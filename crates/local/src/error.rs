@@ -56,6 +56,17 @@ pub enum Error {
         seconds: u64,
         log: PathBuf,
     },
+    /// Another process already listens where a server is to listen (often a distribution's
+    /// own service bound to every address, e.g. prometheus-postgres-exporter on `*:9187`).
+    #[error("{what} cannot listen on {address}: the address is in use by another process (`ss -ltnp` names it; scripts/setup-local stops the packages' own services)")]
+    PortInUse { what: String, address: String },
+    /// A server exited while it was starting; `tail` is the end of its log.
+    #[error("{what} exited while starting (log {log}):\n{tail}")]
+    Exited {
+        what: String,
+        log: PathBuf,
+        tail: String,
+    },
     /// A request to Patroni's REST API or etcd's gateway failed.
     #[error("{what}: {reason}")]
     Http { what: String, reason: String },

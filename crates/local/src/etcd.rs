@@ -53,6 +53,7 @@ pub fn ensure_running(layout: &Layout, network: &Network, run_as: &RunAs) -> Res
             .args(["--initial-cluster", &format!("tusk={peer}")])
             // Metrics would otherwise listen on the client URLs too; nothing else opens.
             .args(["--log-level", "warn"]);
+        system::ensure_port_free("etcd", &client_endpoint(network))?;
         system::spawn_detached("etcd", command, &log, &dir.join("etcd.pid"), run_as)?;
     }
     system::wait_listening("etcd", &client_endpoint(network), &log, START_LIMIT, || {

@@ -149,6 +149,7 @@ fn start(
         sslmode: "verify-full".to_owned(),
         sslrootcert: Some(lossy(&layout.ca_dir().join(TLS_CA_FILE))),
     };
+    system::ensure_port_free("postgres_exporter", &listen)?;
     let mut command = Command::new(system::find_program("prometheus-postgres-exporter"));
     // lib/pq reads PG* variables too; only what Tusk sets may reach the exporter.
     command

@@ -315,6 +315,15 @@ fn prune_inis_for_primary(state: &State, paths: &Paths) {
 
 fn start(layout: &Layout, run_as: &RunAs) -> Result<()> {
     let paths = Paths::new(layout);
+    let ini = std::fs::read_to_string(paths.ini()).map_err(io("reading", paths.ini()))?;
+    let value = |key: &str| {
+        ini.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(" = "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let address = format!("{}:{}", value("listen_addr"), value("listen_port"));
+    system::ensure_port_free("pgbouncer", &address)?;
     let mut command = Command::new(system::find_program("pgbouncer"));
     command.arg(paths.ini()).current_dir(&paths.dir);
     system::spawn_detached(
@@ -324,14 +333,6 @@ fn start(layout: &Layout, run_as: &RunAs) -> Result<()> {
         &paths.pid_file(),
         run_as,
     )?;
-    let ini = std::fs::read_to_string(paths.ini()).map_err(io("reading", paths.ini()))?;
-    let value = |key: &str| {
-        ini.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(" = "))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let address = format!("{}:{}", value("listen_addr"), value("listen_port"));
     system::wait_listening("pgbouncer", &address, &paths.log(), START_LIMIT, || {
         pid(layout).is_some()
     })

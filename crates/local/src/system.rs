@@ -245,8 +245,21 @@ pub fn terminate(pid: u32, marker: &str, grace: Duration) {
     }
 }
 
-/// Polls until `address` (`host:port`) accepts TCP connections; a timeout (naming `log`) when
-/// `limit` passes or `running()` says the server died first.
+/// Fails with [`Error::PortInUse`] when another process listens on `address` (`host:port`),
+/// so a server is not started only to die at its bind, and a foreign listener is not taken
+/// for it by [`wait_listening`].
+pub fn ensure_port_free(what: &str, address: &str) -> Result<()> {
+    match std::net::TcpListener::bind(address) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::PortInUse {
+            what: what.into(),
+            address: address.into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Polls until `address` (`host:port`) accepts TCP connections; [`Error::Exited`] (with the
+/// end of `log`) when `running()` says the server died first, a timeout when `limit` passes.
 pub fn wait_listening(
     what: &str,
     address: &str,
@@ -256,7 +269,14 @@ pub fn wait_listening(
 ) -> Result<()> {
     let start = Instant::now();
     while std::net::TcpStream::connect(address).is_err() {
-        if start.elapsed() > limit || !running() {
+        if !running() {
+            return Err(Error::Exited {
+                what: format!("{what} on {address}"),
+                log: log.to_owned(),
+                tail: log_tail(log, 10),
+            });
+        }
+        if start.elapsed() > limit {
             return Err(Error::Timeout {
                 what: format!("{what} to listen on {address}"),
                 seconds: start.elapsed().as_secs(),

@@ -174,7 +174,53 @@ fn a_real_scrape_has_every_metric_the_dashboards_and_alerts_use() {
         "f|t"
     );
 
+    // An exporter that died is started again by `up`; when another process holds its
+    // address, `up` says so by name and the running cluster is left as it was.
+    let replica = exporters.iter().find(|e| e.member != leader).unwrap();
+    let address = replica
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let old_pid = replica.pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The killed exporter's socket closes as it exits.
+    let start = Instant::now();
+    let squatter = loop {
+        match std::net::TcpListener::bind(&address) {
+            Ok(listener) => break listener,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("{address}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let err = cluster
+        .up(&file)
+        .expect_err("up with the exporter's address taken");
+    assert!(
+        matches!(&err, tusk_local::Error::PortInUse { what, address: a } if what == "postgres_exporter" && *a == address),
+        "{err}"
+    );
+    assert_eq!(cluster.leader().0, leader, "the cluster kept its leader");
+    drop(squatter);
+    cluster.up(&file).expect("up once the address is free");
+    let restarted = tusk_local::status(&cluster.layout())
+        .unwrap()
+        .exporter
+        .unwrap();
+    let new_pid = restarted
+        .iter()
+        .find(|e| e.member == replica.member)
+        .and_then(|e| e.pid)
+        .expect("the replica's exporter runs again");
+    assert_ne!(new_pid, old_pid);
+    assert!(!scrape(&replica.url).is_empty());
+
     // down stops the exporters.
+    let exporters = restarted;
     let pids: Vec<u32> = exporters.iter().filter_map(|e| e.pid).collect();
     tusk_local::down(&cluster.layout(), false, &mut |_| {}).unwrap();
     for pid in pids {
