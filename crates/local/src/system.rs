@@ -178,9 +178,28 @@ pub fn spawn_detached(
         source,
     })?;
     let pid = child.id();
+    wait_exec_finished(pid);
     std::fs::write(pid_file, format!("{pid}\n")).map_err(io("writing", pid_file))?;
     run_as.own_tree(log)?;
     Ok(pid)
+}
+
+/// Waits (briefly) until `pid`'s command line is readable. `spawn` returns once the exec
+/// closed the child's close-on-exec pipe, but the kernel sets the new image's argument
+/// bounds a moment later: on a loaded machine `/proc/<pid>/cmdline` can still read empty,
+/// and [`alive`] would take the server for gone (seen as "etcd exited while starting" with
+/// an empty log). Returns early when the process is already gone.
+fn wait_exec_finished(pid: u32) {
+    let cmdline = PathBuf::from(format!("/proc/{pid}/cmdline"));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        match std::fs::read(&cmdline) {
+            Ok(bytes) if bytes.is_empty() && !matches!(process_state(pid), None | Some('Z')) => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            _ => return,
+        }
+    }
 }
 
 /// The pid in `pid_file` (first line, as in postmaster.pid), if the file exists.
@@ -198,22 +217,25 @@ pub fn read_pid(pid_file: &Path) -> Option<u32> {
 /// the server), so a recycled pid is never mistaken for ours. Zombies count as gone, and are
 /// reaped when they are our children (tests run `up` in-process).
 pub fn alive(pid: u32, marker: &str) -> bool {
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) else {
-        return false;
-    };
-    // The state follows the parenthesised command name, which may contain spaces.
-    let zombie = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        .unwrap_or(false);
-    if zombie {
-        let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
-        return false;
+    match process_state(pid) {
+        None => return false,
+        Some('Z') => {
+            let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
+            return false;
+        }
+        Some(_) => {}
     }
-    std::fs::read(proc_dir.join("cmdline"))
+    std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
         .unwrap_or(false)
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `Z`, ...), `None` when there is no such
+/// process.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name, which may contain spaces.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// Sends `signal` to `pid`; a process already gone is not an error.
