@@ -5,10 +5,10 @@
 //!
 //! TLS: [`tls_material`] keeps the certificates the controller read from the
 //! `<c>-cluster-cert` / `<c>-replication-cert` Secrets while they are still good for the
-//! current CA and names, and issues new ones from the operator root CA otherwise. The `ca.crt`
-//! it publishes is a rollover bundle: after a new root (see `controller::root_ca`) it keeps
-//! the previous root, read from the cluster's own published `ca.crt`, until no leaf found in
-//! the Secrets chains to it. With `customTLSSecret`, [`custom_client_ca_bundle`] is the
+//! current CA and names, and issues new ones from the operator root CA otherwise. After a new
+//! root (see `controller::root_ca`) the `ca.crt` it publishes is a rollover bundle, and the
+//! move takes three settled steps (trust the new root, reissue the leaves, drop the old
+//! root), so no pod meets a certificate its not yet refreshed files do not trust. With `customTLSSecret`, [`custom_client_ca_bundle`] is the
 //! client-CA file (user CA + operator root) and says what that lets in. Pure: the caller passes the CA, what exists and the time; nothing
 //! here reads or writes the API.
 
@@ -45,6 +45,11 @@ pub struct TlsMaterial {
     pub ca_bundle_pem: String,
     pub server: CertPair,
     pub replication: CertPair,
+    /// When the trust state last changed ([`TRUST_CHANGED_ANNOTATION`]); `None` in
+    /// [`Material::placeholders`] and for Secrets written before the annotation existed.
+    pub trust_changed_at: Option<OffsetDateTime>,
+    /// A root rollover has steps left: the caller should reconcile again soon.
+    pub rollover_pending: bool,
 }
 
 /// Everything secret a build of one cluster needs.
@@ -95,6 +100,8 @@ impl Material {
                 ca_bundle_pem: PLACEHOLDER.to_owned(),
                 server: pair(),
                 replication: pair(),
+                trust_changed_at: None,
+                rollover_pending: false,
             }),
             custom_client_ca_pem: cluster
                 .tls
@@ -225,6 +232,17 @@ pub fn server_dns_names(cluster: &ValidatedCluster) -> Vec<String> {
     dns
 }
 
+/// Annotation on both cert Secrets: when their trust state last changed (the `ca.crt` bundle,
+/// or a leaf reissued), RFC 3339. A root rollover takes its next step only once this is
+/// [`TRUST_SETTLE`] old; a Secret without it counts as settled long ago.
+pub const TRUST_CHANGED_ANNOTATION: &str = "tusk.rs/trust-changed-at";
+
+/// How long a change of the cert Secrets takes to reach every pod: the kubelet refreshes a
+/// mounted Secret within its sync period (1 min by default) plus its cache's delay, then the
+/// `tls-reload` sidecar notices within its 10 s poll and SIGHUPs Patroni. Three minutes
+/// covers that with room; each rollover step waits this long for the one before.
+pub const TRUST_SETTLE: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// The certificate pairs the controller found in the cluster's cert Secrets (`None`: Secret
 /// or key missing).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -236,6 +254,8 @@ pub struct ExistingTls {
     /// The `ca.crt` bundle published in `<c>-cluster-cert`: what the cluster's peers trust now,
     /// and so the only record of a previous root once the root Secret was replaced.
     pub ca_bundle: Option<String>,
+    /// [`TRUST_CHANGED_ANNOTATION`] of `<c>-cluster-cert`, when present and readable.
+    pub trust_changed_at: Option<OffsetDateTime>,
 }
 
 /// The cluster's Tusk-issued certificates, or `None` when the spec brings its own
@@ -245,58 +265,117 @@ pub struct ExistingTls {
 /// not yet due for renewal at `now` ([`tusk_pki::needs_renewal`]) and it still fits: the
 /// server certificate must cover every name of [`server_dns_names`], the replication client
 /// certificate must be for [`REPLICATION_USER`]. Anything else is reissued, so a CA rollover,
-/// an approaching expiry, a new name or a hand-edited Secret all heal on the next reconcile.
+/// an approaching expiry, a new name or a hand-edited Secret all heal.
 ///
-/// The CA bundle is `ca` first, then each root of the published bundle that signed one of the
-/// existing leaves ([`tusk_pki::rollover_bundle`]): on the reconcile that reissues leaves from
-/// a new root the old root stays trusted, so peers still holding old leaves keep
-/// authenticating; the next reconcile, finding only new leaves, drops it.
+/// A new root (deleted or renewed root Secret) rolls out in three steps, each taken only when
+/// the previous change is `settle` old (see [`TRUST_SETTLE`]), so that no pod ever meets a
+/// peer certificate its own, possibly not yet refreshed, `ca.crt` does not trust:
+/// 1. the bundle becomes new root + old root; the old leaves stay;
+/// 2. the leaves are reissued by the new root; the bundle still trusts both;
+/// 3. the old root leaves the bundle ([`tusk_pki::rollover_bundle`]: no leaf chains to it).
+///
+/// A leaf that is unusable anyway (key missing or mismatched, expired, names missing, not
+/// signed by any trusted root) does not wait: it is reissued by `ca` at once. The result's
+/// `rollover_pending` tells the caller to come back (requeue) for the next step.
 pub fn tls_material(
     cluster: &ValidatedCluster,
     ca: &RootCa,
     existing: &ExistingTls,
     now: OffsetDateTime,
+    settle: std::time::Duration,
 ) -> Result<Option<TlsMaterial>, tusk_pki::Error> {
     if cluster.tls.custom_server.is_some() {
         return Ok(None);
     }
+    let published = existing.ca_bundle.as_deref().unwrap_or_default();
+    let trusted = tusk_pki::bundle_certificates(published);
+    let settled = existing
+        .trust_changed_at
+        .is_none_or(|at| now >= at + settle);
+    // Peers trust `ca` and have had the time to load that trust: new leaves may appear.
+    let may_switch = settled && trusted.iter().any(|root| same_pem(root, ca.cert_pem()));
     let dns_names = server_dns_names(cluster);
-    let server = match existing
-        .server
-        .as_ref()
-        .filter(|pair| still_valid(pair, ca, now) && covers(pair, &dns_names))
-    {
-        Some(pair) => pair.clone(),
-        None => ca
-            .issue_server(&cluster.names.primary_service(), &dns_names, now)?
-            .into(),
+    let fits_server = |pair: &CertPair| covers(pair, &dns_names);
+    let fits_replication = |pair: &CertPair| {
+        tusk_pki::common_name(&pair.cert_pem)
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(REPLICATION_USER)
     };
-    let replication = match existing.replication.as_ref().filter(|pair| {
-        still_valid(pair, ca, now)
-            && tusk_pki::common_name(&pair.cert_pem)
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some(REPLICATION_USER)
-    }) {
-        Some(pair) => pair.clone(),
-        None => ca.issue_client(REPLICATION_USER, now)?.into(),
+    let choose = |pair: Option<&CertPair>, fits: &dyn Fn(&CertPair) -> bool| -> Choice {
+        match pair.filter(|pair| fits(pair)) {
+            Some(pair) if still_valid(pair, ca, now) => Choice::Keep(pair.clone()),
+            Some(pair) if !may_switch && usable_until_switch(pair, &trusted, now) => {
+                Choice::Hold(pair.clone())
+            }
+            _ => Choice::Issue,
+        }
+    };
+    let server = match choose(existing.server.as_ref(), &fits_server) {
+        Choice::Keep(pair) | Choice::Hold(pair) => (pair, false),
+        Choice::Issue => (
+            ca.issue_server(&cluster.names.primary_service(), &dns_names, now)?
+                .into(),
+            true,
+        ),
+    };
+    let replication = match choose(existing.replication.as_ref(), &fits_replication) {
+        Choice::Keep(pair) | Choice::Hold(pair) => (pair, false),
+        Choice::Issue => (ca.issue_client(REPLICATION_USER, now)?.into(), true),
     };
     let leaves_in_use: Vec<&str> = [&existing.server, &existing.replication]
         .into_iter()
         .flatten()
         .map(|pair| pair.cert_pem.as_str())
+        .chain([server.0.cert_pem.as_str(), replication.0.cert_pem.as_str()])
         .collect();
-    let ca_bundle_pem = tusk_pki::rollover_bundle(
-        ca.cert_pem(),
-        existing.ca_bundle.as_deref().unwrap_or_default(),
-        &leaves_in_use,
-    );
+    let mut ca_bundle_pem = tusk_pki::rollover_bundle(ca.cert_pem(), published, &leaves_in_use);
+    // Step 3 waits too: a root leaves the bundle only once every pod has its new leaves.
+    let drops_a_root = tusk_pki::bundle_certificates(&ca_bundle_pem).len() < trusted.len()
+        && !published.is_empty();
+    if drops_a_root && !settled {
+        ca_bundle_pem = published.to_owned();
+    }
+    let changed = server.1 || replication.1 || ca_bundle_pem != published;
+    let rollover_pending = tusk_pki::bundle_certificates(&ca_bundle_pem).len() > 1
+        || !tusk_pki::issued_by(&server.0.cert_pem, ca)
+        || !tusk_pki::issued_by(&replication.0.cert_pem, ca);
     Ok(Some(TlsMaterial {
         ca_bundle_pem,
-        server,
-        replication,
+        server: server.0,
+        replication: replication.0,
+        trust_changed_at: if changed {
+            Some(now)
+        } else {
+            existing.trust_changed_at
+        },
+        rollover_pending,
     }))
+}
+
+/// What [`tls_material`] does with one existing leaf.
+enum Choice {
+    /// Good for the current root: kept.
+    Keep(CertPair),
+    /// From an older root, kept until peers trust the new one (rollover step 1).
+    Hold(CertPair),
+    Issue,
+}
+
+/// Two PEM blocks of the same certificate (whitespace around them aside).
+fn same_pem(a: &str, b: &str) -> bool {
+    a.trim() == b.trim()
+}
+
+/// A leaf of an older root that may stay while a rollover waits: signed by a root the cluster
+/// trusts now, its key matching, not expired at `now`.
+fn usable_until_switch(pair: &CertPair, trusted: &[String], now: OffsetDateTime) -> bool {
+    trusted
+        .iter()
+        .any(|root| tusk_pki::signed_by(&pair.cert_pem, root))
+        && tusk_pki::key_matches(&pair.cert_pem, &pair.key_pem)
+        && tusk_pki::validity(&pair.cert_pem).is_ok_and(|(_, end)| now < end)
 }
 
 /// The CA bundle a `customTLSSecret` cluster verifies CLIENT certificates against: the user's
@@ -377,6 +456,8 @@ mod tests {
             .verifies("second"));
     }
 
+    const SETTLE: std::time::Duration = TRUST_SETTLE;
+
     const ISSUED_UNIX: i64 = 1_900_000_000; // 2030-03-17, explicit: no wall clock in tests
 
     fn at(days_after_issue: i64) -> OffsetDateTime {
@@ -417,7 +498,9 @@ mod tests {
     }
 
     fn issue(cluster: &ValidatedCluster, ca: &RootCa, existing: &ExistingTls) -> TlsMaterial {
-        tls_material(cluster, ca, existing, at(0)).unwrap().unwrap()
+        tls_material(cluster, ca, existing, at(0), SETTLE)
+            .unwrap()
+            .unwrap()
     }
 
     fn kept(tls: &TlsMaterial) -> ExistingTls {
@@ -425,6 +508,7 @@ mod tests {
             server: Some(tls.server.clone()),
             replication: Some(tls.replication.clone()),
             ca_bundle: Some(tls.ca_bundle_pem.clone()),
+            trust_changed_at: tls.trust_changed_at,
         }
     }
 
@@ -475,7 +559,7 @@ mod tests {
         let cluster = cluster("");
         let ca = RootCa::generate(at(-1)).unwrap();
         let first = issue(&cluster, &ca, &ExistingTls::default());
-        let again = tls_material(&cluster, &ca, &kept(&first), at(200))
+        let again = tls_material(&cluster, &ca, &kept(&first), at(200), SETTLE)
             .unwrap()
             .unwrap();
         assert_eq!(again, first);
@@ -485,27 +569,13 @@ mod tests {
     }
 
     #[test]
-    fn certificates_are_reissued_for_another_ca_near_expiry_or_a_missing_name() {
+    fn certificates_are_reissued_near_expiry_or_for_a_missing_name() {
         let cluster = cluster("");
         let ca = RootCa::generate(at(-1)).unwrap();
         let first = issue(&cluster, &ca, &ExistingTls::default());
 
-        let new_ca = RootCa::generate(at(-1)).unwrap();
-        let rolled = issue(&cluster, &new_ca, &kept(&first));
-        assert_ne!(rolled.server, first.server);
-        assert_ne!(rolled.replication, first.replication);
-        assert!(tusk_pki::issued_by(&rolled.server.cert_pem, &new_ca));
-        // Old leaves were in use: the old root stays trusted beside the new one, once.
-        assert_eq!(
-            tusk_pki::bundle_certificates(&rolled.ca_bundle_pem),
-            [new_ca.cert_pem(), ca.cert_pem()]
-        );
-        let settled = issue(&cluster, &new_ca, &kept(&rolled));
-        assert_eq!(settled.server, rolled.server);
-        assert_eq!(settled.ca_bundle_pem, new_ca.cert_pem());
-
         // 250 of 365 days is past the 2/3 mark.
-        let late = tls_material(&cluster, &ca, &kept(&first), at(250))
+        let late = tls_material(&cluster, &ca, &kept(&first), at(250), SETTLE)
             .unwrap()
             .unwrap();
         assert_ne!(late.server, first.server);
@@ -518,6 +588,7 @@ mod tests {
             server: Some(narrow.clone().into()),
             replication: Some(first.replication.clone()),
             ca_bundle: None,
+            trust_changed_at: None,
         };
         let widened = issue(&cluster, &ca, &existing);
         assert_ne!(widened.server.cert_pem, narrow.cert_pem);
@@ -526,6 +597,105 @@ mod tests {
             server_dns_names(&cluster)
         );
         assert_eq!(widened.replication, first.replication);
+    }
+
+    /// Some root of `bundle` signed `leaf`: a peer holding that `ca.crt` accepts it.
+    fn trusted_by(bundle: &str, leaf: &CertPair) -> bool {
+        tusk_pki::bundle_certificates(bundle)
+            .iter()
+            .any(|root| tusk_pki::signed_by(&leaf.cert_pem, root))
+    }
+
+    #[test]
+    fn a_new_root_rolls_out_in_three_steps_each_waiting_for_the_last() {
+        let cluster = cluster("");
+        let old = RootCa::generate(at(-1)).unwrap();
+        let first = issue(&cluster, &old, &ExistingTls::default());
+        assert_eq!(first.trust_changed_at, Some(at(0)));
+        assert!(!first.rollover_pending);
+        let new = RootCa::generate(at(-1)).unwrap();
+        let step = |existing: &ExistingTls, now: OffsetDateTime| {
+            tls_material(&cluster, &new, existing, now, SETTLE)
+                .unwrap()
+                .unwrap()
+        };
+        let second = time::Duration::seconds(1);
+
+        // 1. Trust first: the bundle gains the new root, the leaves stay.
+        let t1 = at(1);
+        let one = step(&kept(&first), t1);
+        assert_eq!(
+            (&one.server, &one.replication),
+            (&first.server, &first.replication)
+        );
+        assert_eq!(
+            tusk_pki::bundle_certificates(&one.ca_bundle_pem),
+            [new.cert_pem(), old.cert_pem()]
+        );
+        assert_eq!(one.trust_changed_at, Some(t1));
+        assert!(one.rollover_pending);
+        assert_eq!(step(&kept(&one), t1 + SETTLE - second), one, "too early");
+
+        // 2. Leaves from the new root; both roots still trusted. A pod with step 1's files
+        //    and a pod with step 2's accept each other's certificates.
+        let t2 = t1 + SETTLE;
+        let two = step(&kept(&one), t2);
+        assert!(tusk_pki::issued_by(&two.server.cert_pem, &new));
+        assert!(tusk_pki::issued_by(&two.replication.cert_pem, &new));
+        assert_eq!(two.ca_bundle_pem, one.ca_bundle_pem);
+        assert_eq!(two.trust_changed_at, Some(t2));
+        assert!(two.rollover_pending);
+        for (bundle, leaf) in [
+            (&one.ca_bundle_pem, &two.server),
+            (&one.ca_bundle_pem, &two.replication),
+            (&two.ca_bundle_pem, &one.server),
+            (&two.ca_bundle_pem, &one.replication),
+        ] {
+            assert!(trusted_by(bundle, leaf));
+        }
+        assert_eq!(step(&kept(&two), t2 + SETTLE - second), two, "too early");
+
+        // 3. The old root leaves the bundle; then nothing moves any more.
+        let t3 = t2 + SETTLE;
+        let three = step(&kept(&two), t3);
+        assert_eq!(
+            (&three.server, &three.replication),
+            (&two.server, &two.replication)
+        );
+        assert_eq!(three.ca_bundle_pem, new.cert_pem());
+        assert_eq!(three.trust_changed_at, Some(t3));
+        assert!(!three.rollover_pending);
+        assert_eq!(step(&kept(&three), at(30)), three);
+    }
+
+    #[test]
+    fn a_broken_leaf_does_not_wait_for_a_rollover() {
+        let cluster = cluster("");
+        let old = RootCa::generate(at(-1)).unwrap();
+        let first = issue(&cluster, &old, &ExistingTls::default());
+        let new = RootCa::generate(at(-1)).unwrap();
+        let mut existing = kept(&first);
+        // The server's key was deleted (dereference then finds no pair at all).
+        existing.server = None;
+        let healed = tls_material(&cluster, &new, &existing, at(1), SETTLE)
+            .unwrap()
+            .unwrap();
+        assert!(tusk_pki::issued_by(&healed.server.cert_pem, &new));
+        assert_eq!(
+            healed.replication, first.replication,
+            "the intact leaf waits"
+        );
+        assert_eq!(
+            tusk_pki::bundle_certificates(&healed.ca_bundle_pem),
+            [new.cert_pem(), old.cert_pem()]
+        );
+        assert!(healed.rollover_pending);
+        // An expired leaf of the old root is not held either.
+        let expired = tls_material(&cluster, &new, &kept(&first), at(400), SETTLE)
+            .unwrap()
+            .unwrap();
+        assert!(tusk_pki::issued_by(&expired.server.cert_pem, &new));
+        assert!(tusk_pki::issued_by(&expired.replication.cert_pem, &new));
     }
 
     #[test]
@@ -541,6 +711,7 @@ mod tests {
             }),
             replication: Some(other_role.clone()),
             ca_bundle: None,
+            trust_changed_at: None,
         };
         let healed = issue(&cluster, &ca, &existing);
         assert_ne!(healed.server.cert_pem, first.server.cert_pem);
@@ -558,7 +729,7 @@ mod tests {
         );
         let ca = RootCa::generate(at(-1)).unwrap();
         assert_eq!(
-            tls_material(&cluster, &ca, &ExistingTls::default(), at(0)).unwrap(),
+            tls_material(&cluster, &ca, &ExistingTls::default(), at(0), SETTLE).unwrap(),
             None
         );
     }
@@ -574,6 +745,7 @@ mod tests {
                 server: None,
                 replication: Some(pair),
                 ca_bundle: None,
+                trust_changed_at: None,
             }
         );
         assert!(

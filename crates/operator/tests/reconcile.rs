@@ -2,6 +2,7 @@
 //! as the kube-rs Controller would, and the test asserts what exists after each step.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
@@ -78,7 +79,7 @@ impl ClusterReads for Harness {
         let root_ca = root_ca::ensure_root_ca(&self.client, DEFAULT_OPERATOR_NAMESPACE)
             .await
             .unwrap();
-        let material = secret_material(&cluster, &observed, &root_ca).unwrap();
+        let material = secret_material(&cluster, &observed, &root_ca, Duration::ZERO).unwrap();
         build(&BuildInput {
             cluster: &cluster,
             images: &Images::default(),

@@ -1,10 +1,13 @@
 //! Certificate rotation on kube-fake-client: deleting the operator's root CA Secret rolls a
-//! new root out (the cluster's published `ca.crt` holds old + new while leaves are reissued by
-//! the new root, then the new root alone), and deleting a leaf's `tls.key` regenerates that
-//! leaf. A root past 2/3 of its lifetime is renewed by the same rollover, by one replica only.
-//! Certificates are checked with the real `openssl verify`.
+//! new root out in three steps, each once the previous one is the settle time old (here 2 s
+//! instead of 3 min): the published `ca.crt` gains the new root while the leaves stay, then
+//! the leaves are reissued by the new root, then the old root leaves the bundle. Deleting a
+//! leaf's `tls.key` regenerates that leaf at once. A root past 2/3 of its lifetime is renewed
+//! by the same rollover, by one replica only. Certificates are checked with the real
+//! `openssl verify`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -26,6 +29,13 @@ const NS: &str = "db";
 const NAME: &str = "hippo";
 const CLUSTER_CERT: &str = "hippo-cluster-cert";
 const REPLICATION_CERT: &str = "hippo-replication-cert";
+/// The rollover's settle time in these tests (3 min in the operator).
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Lets the last change of trust become [`SETTLE`] old.
+async fn settle() {
+    tokio::time::sleep(SETTLE + Duration::from_millis(200)).await;
+}
 
 fn manifest() -> PostgresCluster {
     let mut cluster: PostgresCluster = serde_yaml::from_str(&format!(
@@ -67,12 +77,12 @@ impl Harness {
             builder = builder.with_object(secret);
         }
         let client = builder.build().await.expect("fake client");
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            Images::default(),
-            Arc::new(Metrics::new()),
-        ));
-        Harness { client, ctx }
+        let mut ctx = Context::new(client.clone(), Images::default(), Arc::new(Metrics::new()));
+        ctx.trust_settle = SETTLE;
+        Harness {
+            client,
+            ctx: Arc::new(ctx),
+        }
     }
 
     async fn reconcile(&self) {
@@ -93,6 +103,29 @@ impl Harness {
         secret
             .data
             .and_then(|d| d.get(key).map(|b| String::from_utf8(b.0.clone()).unwrap()))
+    }
+
+    /// Both cert Secrets hold these leaves.
+    async fn assert_leaves(&self, server: &str, replication: &str) {
+        assert_eq!(self.key(CLUSTER_CERT, "tls.crt").await.unwrap(), server);
+        assert_eq!(
+            self.key(REPLICATION_CERT, "tls.crt").await.unwrap(),
+            replication
+        );
+    }
+
+    /// The cert Secret's record of the last change of trust.
+    async fn trust_changed_at(&self) -> Option<String> {
+        let secret = self
+            .secrets(NS)
+            .get(CLUSTER_CERT)
+            .await
+            .expect("Secret exists");
+        secret
+            .metadata
+            .annotations?
+            .get(tusk_operator::material::TRUST_CHANGED_ANNOTATION)
+            .cloned()
     }
 
     async fn root_cert(&self) -> String {
@@ -140,9 +173,28 @@ async fn deleting_the_root_secret_rolls_a_new_root_through_a_bundle() {
         .expect("root Secret deleted");
     h.reconcile().await;
 
-    // A new root, and leaves issued by it.
+    // 1. A new root, trusted beside the old one in both cert Secrets; the leaves stay, so a
+    //    pod whose files are not refreshed yet meets only certificates it trusts.
     let new_root = h.root_cert().await;
     assert_ne!(new_root, old_root);
+    let both = h.key(CLUSTER_CERT, "ca.crt").await.unwrap();
+    assert_eq!(
+        tusk_pki::bundle_certificates(&both),
+        [new_root.clone(), old_root.clone()]
+    );
+    assert_eq!(h.key(REPLICATION_CERT, "ca.crt").await.unwrap(), both);
+    h.assert_leaves(&old_server, &old_replication).await;
+    let annotation = h.trust_changed_at().await;
+    assert!(annotation.is_some(), "the change is recorded");
+    // Before the settle time nothing moves.
+    h.reconcile().await;
+    h.assert_leaves(&old_server, &old_replication).await;
+    assert_eq!(h.trust_changed_at().await, annotation);
+
+    // 2. Leaves from the new root; the bundle still trusts both, so pods on old and new
+    //    leaves verify each other.
+    settle().await;
+    h.reconcile().await;
     let server = h.key(CLUSTER_CERT, "tls.crt").await.unwrap();
     let replication = h.key(REPLICATION_CERT, "tls.crt").await.unwrap();
     for (leaf, old) in [(&server, &old_server), (&replication, &old_replication)] {
@@ -150,27 +202,34 @@ async fn deleting_the_root_secret_rolls_a_new_root_through_a_bundle() {
         assert!(tusk_pki::signed_by(leaf, &new_root));
         assert!(!tusk_pki::signed_by(leaf, &old_root));
     }
-    // The published bundle holds both roots (new first), in both cert Secrets: peers still on
-    // old leaves and peers already on new ones verify each other.
-    let bundle = h.key(CLUSTER_CERT, "ca.crt").await.unwrap();
-    assert_eq!(
-        tusk_pki::bundle_certificates(&bundle),
-        [new_root.clone(), old_root.clone()]
-    );
-    assert_eq!(h.key(REPLICATION_CERT, "ca.crt").await.unwrap(), bundle);
+    assert_eq!(h.key(CLUSTER_CERT, "ca.crt").await.unwrap(), both);
     for leaf in [&server, &replication, &old_server, &old_replication] {
-        assert!(openssl_verifies(&bundle, leaf));
+        assert!(openssl_verifies(&both, leaf));
     }
     assert!(!openssl_verifies(&old_root, &server));
+    assert_ne!(h.trust_changed_at().await, annotation);
+    h.reconcile().await;
+    assert_eq!(
+        h.key(CLUSTER_CERT, "ca.crt").await.unwrap(),
+        both,
+        "too early"
+    );
 
-    // Next reconcile: every leaf is on the new root, so the old root leaves the bundle.
+    // 3. Every pod has had the time to load its new leaf: the old root leaves the bundle.
+    settle().await;
     h.reconcile().await;
     let settled = h.key(CLUSTER_CERT, "ca.crt").await.unwrap();
     assert_eq!(tusk_pki::bundle_certificates(&settled), vec![new_root]);
     assert_eq!(h.key(REPLICATION_CERT, "ca.crt").await.unwrap(), settled);
-    assert_eq!(h.key(CLUSTER_CERT, "tls.crt").await.unwrap(), server);
+    h.assert_leaves(&server, &replication).await;
     assert!(openssl_verifies(&settled, &server));
     assert!(!openssl_verifies(&settled, &old_server));
+    // Settled: later reconciles change nothing.
+    let last = h.trust_changed_at().await;
+    settle().await;
+    h.reconcile().await;
+    assert_eq!(h.key(CLUSTER_CERT, "ca.crt").await.unwrap(), settled);
+    assert_eq!(h.trust_changed_at().await, last);
 }
 
 #[tokio::test]
@@ -270,26 +329,33 @@ async fn a_root_past_two_thirds_of_its_life_is_renewed_and_rolled_out() {
     .await;
     h.reconcile().await;
 
-    // A new root, itself not due, and the leaves reissued by it.
+    // A new root, itself not due, trusted beside the aged one; the leaves wait.
     let new_root = h.root_cert().await;
     assert_ne!(new_root, aged.cert_pem());
     assert!(now < tusk_pki::renew_at(&new_root).unwrap());
-    let new_server = h.key(CLUSTER_CERT, "tls.crt").await.unwrap();
-    let new_replication = h.key(REPLICATION_CERT, "tls.crt").await.unwrap();
-    for leaf in [&new_server, &new_replication] {
-        assert!(tusk_pki::signed_by(leaf, &new_root));
-    }
-    // The bundle trusts both roots while leaves of both are about.
     let bundle = h.key(CLUSTER_CERT, "ca.crt").await.unwrap();
     assert_eq!(
         tusk_pki::bundle_certificates(&bundle),
         [new_root.clone(), aged.cert_pem().to_owned()]
     );
+    h.assert_leaves(&server.cert_pem, &replication.cert_pem)
+        .await;
+
+    // Then the leaves, reissued by the new root and trusted by the same bundle.
+    settle().await;
+    h.reconcile().await;
+    let new_server = h.key(CLUSTER_CERT, "tls.crt").await.unwrap();
+    let new_replication = h.key(REPLICATION_CERT, "tls.crt").await.unwrap();
+    for leaf in [&new_server, &new_replication] {
+        assert!(tusk_pki::signed_by(leaf, &new_root));
+    }
+    assert_eq!(h.key(CLUSTER_CERT, "ca.crt").await.unwrap(), bundle);
     for leaf in [&new_server, &server.cert_pem, &replication.cert_pem] {
         assert!(openssl_verifies(&bundle, leaf));
     }
 
     // The renewed root is kept (not renewed again); the aged one leaves the bundle.
+    settle().await;
     h.reconcile().await;
     assert_eq!(h.root_cert().await, new_root);
     assert_eq!(

@@ -30,7 +30,7 @@ pub(crate) fn with_certificate<T>(
 }
 
 /// `(notBefore, notAfter)` of a certificate.
-fn validity(cert_pem: &str) -> Result<(OffsetDateTime, OffsetDateTime)> {
+pub fn validity(cert_pem: &str) -> Result<(OffsetDateTime, OffsetDateTime)> {
     with_certificate(cert_pem, |cert| {
         (
             cert.validity().not_before.to_datetime(),

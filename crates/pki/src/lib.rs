@@ -17,7 +17,7 @@ pub use authority::{
 };
 pub use inspect::{
     common_name, dns_names, issued_by, key_matches, needs_renewal, renew_at, signed_by,
-    trust_bundle,
+    trust_bundle, validity,
 };
 pub use rollover::{bundle_certificates, rollover_bundle};
 

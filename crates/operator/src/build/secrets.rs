@@ -15,7 +15,8 @@ use tusk_api::ValidatedCluster;
 use tusk_config::uri::{jdbc_uri, libpq_uri, Login};
 
 use super::meta::object_meta;
-use crate::material::{CertPair, Material, TlsMaterial};
+use crate::material::{CertPair, Material, TlsMaterial, TRUST_CHANGED_ANNOTATION};
+use time::format_description::well_known::Rfc3339;
 
 /// Keys of a certificate Secret, as PostgreSQL's `ssl_*_file` settings and the pod's
 /// projected volume expect them.
@@ -140,13 +141,20 @@ fn cert_secret(
     tls: &TlsMaterial,
     pair: &CertPair,
 ) -> Secret {
+    let mut metadata = object_meta(
+        cluster,
+        name,
+        &cluster.metadata,
+        cluster_labels(cluster.name()),
+    );
+    if let Some(at) = tls.trust_changed_at.and_then(|at| at.format(&Rfc3339).ok()) {
+        metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(TRUST_CHANGED_ANNOTATION.to_owned(), at);
+    }
     Secret {
-        metadata: object_meta(
-            cluster,
-            name,
-            &cluster.metadata,
-            cluster_labels(cluster.name()),
-        ),
+        metadata,
         data: Some(bytes(BTreeMap::from([
             (TLS_CERT_KEY, pair.cert_pem.clone()),
             (TLS_PRIVATE_KEY_KEY, pair.key_pem.clone()),

@@ -20,7 +20,7 @@ use tusk_api::naming;
 use super::error::DereferenceError;
 use crate::build::secrets::{TLS_CA_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 use crate::discovery::ServedKinds;
-use crate::material::{CertPair, ExistingTls};
+use crate::material::{CertPair, ExistingTls, TRUST_CHANGED_ANNOTATION};
 use crate::plan::ObservedInstance;
 
 /// Key of an object in the namespace: `(kind, name)`.
@@ -134,6 +134,7 @@ pub async fn dereference_served(
             server: cert_pair(&observed.objects, &names.cluster_cert_secret()),
             replication: cert_pair(&observed.objects, &names.replication_cert_secret()),
             ca_bundle: secret_text(&observed.objects, &names.cluster_cert_secret(), TLS_CA_KEY),
+            trust_changed_at: trust_changed_at(&observed.objects, &names.cluster_cert_secret()),
         };
         // Service roles keep their passwords in the Secrets of what uses them.
         for (role, secret) in [
@@ -196,6 +197,20 @@ fn cert_pair(
         cert_pem: text(TLS_CERT_KEY)?,
         key_pem: text(TLS_PRIVATE_KEY_KEY)?,
     })
+}
+
+/// [`TRUST_CHANGED_ANNOTATION`] of Secret `name`, when there and RFC 3339.
+fn trust_changed_at(
+    objects: &BTreeMap<ObjectKey, (ApiResource, DynamicObject)>,
+    name: &str,
+) -> Option<time::OffsetDateTime> {
+    let (_, object) = objects.get(&(Secret::KIND.to_owned(), name.to_owned()))?;
+    let value = object
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TRUST_CHANGED_ANNOTATION)?;
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// The text under `key` in Secret `name`, when there.

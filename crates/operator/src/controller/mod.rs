@@ -79,6 +79,9 @@ pub struct Context {
     pub primary_resolver: Arc<dyn sql::PrimaryResolver>,
     /// The operator's client certificate for the SQL step, in memory only.
     pub operator_identity: Arc<sql::OperatorIdentity>,
+    /// How long each step of a root rollover waits for the previous one to reach every pod
+    /// ([`crate::material::TRUST_SETTLE`]; tests shorten it).
+    pub trust_settle: Duration,
 }
 
 impl Context {
@@ -108,6 +111,7 @@ impl Context {
             archiver: Arc::default(),
             primary_resolver: Arc::new(sql::ServiceResolver),
             operator_identity: Arc::default(),
+            trust_settle: crate::material::TRUST_SETTLE,
         }
     }
 }
@@ -180,7 +184,7 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     let phase = restore::decide(&validated, restore_annotation, &current, &observed, &plan);
     let clone_source = restore::prepare(&ctx.client, &validated, &phase).await?;
     let root_ca = root_ca::ensure_root_ca(&ctx.client, &ctx.operator_namespace).await?;
-    let mut material = secret_material(&validated, &observed, &root_ca)?;
+    let mut material = secret_material(&validated, &observed, &root_ca, ctx.trust_settle)?;
     material.custom_client_ca_pem = custom_tls_secrets
         .as_ref()
         .and_then(custom_tls::server_ca_pem)
@@ -277,6 +281,10 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     )
     .await?;
     let holding_for_wal = wal_hold.is_some();
+    let rollover_pending = material
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.rollover_pending);
     if let Some(message) = wal_hold {
         restored.restoring = Some(backups::Verdict {
             ok: true,
@@ -326,6 +334,7 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     }
     status::patch_status(&ctx.client, cluster, &current, &next).await?;
     let settled = next.phase.as_deref() == Some("Running")
+        && !rollover_pending
         && !holding_for_wal
         && !dcs.retry_soon()
         && !matches!(sql_outcome, sql::SqlOutcome::Failed { .. });
@@ -337,17 +346,20 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
 }
 
 /// Passwords (kept from existing Secrets, generated when missing) and certificates (kept
-/// while issued by `root_ca` and not due for renewal; none when the spec brings its own).
+/// while issued by `root_ca` and not due for renewal; a new root rolls out in steps `settle`
+/// apart, see [`tls_material`]; none when the spec brings its own).
 pub fn secret_material(
     cluster: &ValidatedCluster,
     observed: &Observed,
     root_ca: &tusk_pki::RootCa,
+    settle: Duration,
 ) -> Result<Material, error::RootCaError> {
     let tls = tls_material(
         cluster,
         root_ca,
         &observed.existing_tls,
         time::OffsetDateTime::now_utc(),
+        settle,
     )
     .map_err(|source| error::RootCaError::IssueLeaf { source })?;
     let passwords = user_passwords(cluster, &observed.passwords, &mut rand::rng());

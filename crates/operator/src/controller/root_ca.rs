@@ -8,12 +8,13 @@
 //! Root rollover: deleting the Secret is how a person asks for a new root; the next reconcile
 //! creates one here. This Secret does not remember the previous root, because a Secret that
 //! was deleted cannot remember anything. The memory is per cluster instead: the `ca.crt`
-//! bundle published in `<c>-cluster-cert` is exactly what that cluster's peers trust today,
-//! and `material::tls_material` keeps every root of it that still signed one of the cluster's
-//! leaves. So the reconcile that reissues a cluster's leaves from the new root publishes the
-//! bundle old + new, and the following one (all leaves new) drops the old root. Each cluster
-//! finishes its rollover on its own (a paused cluster keeps its old leaves, and the old root
-//! stays in its bundle, until it resumes).
+//! bundle published in `<c>-cluster-cert` is exactly what that cluster's peers trust today.
+//! `material::tls_material` moves each cluster to the new root in three steps, each once the
+//! previous change (annotation `tusk.rs/trust-changed-at` on the cert Secrets) is
+//! `material::TRUST_SETTLE` old, the time the kubelet and the `tls-reload` sidecar take to
+//! bring it into every pod: the bundle gains the new root, then the leaves are reissued, then
+//! the old root is dropped. Each cluster finishes its rollover on its own (a paused cluster
+//! keeps its old leaves, and the old root stays in its bundle, until it resumes).
 //!
 //! Renewal: a root past 2/3 of its lifetime ([`tusk_pki::renew_at`]) is replaced here by a
 //! new one, which then rolls out exactly like a deleted Secret's. The replacement is a
