@@ -223,6 +223,7 @@ pub enum DataSourceSettings {
         cluster_namespace: Option<String>,
         repo_name: String,
         options: Vec<String>,
+        job: JobScheduling,
     },
     PgBackRest {
         stanza: String,
@@ -230,7 +231,28 @@ pub enum DataSourceSettings {
         global: BTreeMap<String, String>,
         repo: RepoSettings,
         options: Vec<String>,
+        job: JobScheduling,
     },
+}
+
+/// Resources and placement of the Job a data source's restore runs in
+/// (`spec.dataSource.*.{resources, affinity, tolerations, priorityClassName}`); a field left
+/// out falls back to the instance set's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobScheduling {
+    pub resources: Option<ResourceRequirements>,
+    pub affinity: Option<Affinity>,
+    pub tolerations: Vec<Toleration>,
+    pub priority_class_name: Option<String>,
+}
+
+impl DataSourceSettings {
+    /// Where the restore Job of this data source runs.
+    pub fn job(&self) -> &JobScheduling {
+        match self {
+            Self::PostgresCluster { job, .. } | Self::PgBackRest { job, .. } => job,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -198,3 +198,31 @@ fn reference_manifests_validate_with_their_declared_settings() {
         );
     }
 }
+
+#[test]
+fn a_data_source_carries_where_its_restore_job_runs() {
+    for kind in ["postgresCluster", "pgbackrest"] {
+        let m = edit(minimal(), |m| {
+            let mut source = if kind == "postgresCluster" {
+                json!({"clusterName": "hippo", "repoName": "repo1"})
+            } else {
+                json!({"stanza": "db", "repo": {"name": "repo1", "s3": {"bucket": "b", "endpoint": "e", "region": "r"}}})
+            };
+            source["resources"] = json!({"limits": {"cpu": "2"}});
+            source["tolerations"] = json!([{"key": "restore", "operator": "Exists"}]);
+            source["priorityClassName"] = json!("restores");
+            m["spec"]["dataSource"] = json!({ kind: source });
+        });
+        let c = run(m).unwrap();
+        let job = c.data_source.as_ref().unwrap().job();
+        let cpu = &job.resources.as_ref().unwrap().limits.as_ref().unwrap()["cpu"];
+        assert_eq!(cpu.0, "2", "{kind}");
+        assert_eq!(job.tolerations[0].key.as_deref(), Some("restore"), "{kind}");
+        assert_eq!(
+            job.priority_class_name.as_deref(),
+            Some("restores"),
+            "{kind}"
+        );
+        assert_eq!(job.affinity, None, "{kind}");
+    }
+}

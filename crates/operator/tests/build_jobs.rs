@@ -87,3 +87,57 @@ fn in_place_restore_of_example_07_is_a_delta_restore_of_its_own_repo() {
     assert!(words.contains(&"--delta") && words.contains(&"--db-include=hippo"));
     assert_golden("jobs/07-hippo-day2.yaml", &stream(&[json]));
 }
+
+#[test]
+fn a_clone_job_runs_as_the_data_source_says_and_falls_back_to_the_set() {
+    use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+    use tusk_api::model::DataSourceSettings;
+    let hippo = example("02");
+    let mut elephant: tusk_api::ValidatedCluster = example("05");
+    let source = clone_source_from_cluster(&hippo, "repo1", &[]).unwrap();
+    let phase = RestorePhase::Clone {
+        instance: first_instance(&elephant),
+    };
+    let affinity: Affinity = serde_json::from_value(serde_json::json!({"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}}))
+    .unwrap();
+    elephant.instance_sets[0].affinity = Some(affinity.clone());
+    elephant.instance_sets[0].priority_class_name = Some("databases".into());
+    let pod_of = |cluster: &tusk_api::ValidatedCluster| {
+        restore_job_for(cluster, &phase, Some(&source), IMAGE)
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    };
+
+    // Nothing in the data source: the set's placement.
+    let pod = pod_of(&elephant);
+    assert_eq!(pod.affinity, Some(affinity.clone()));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("databases"));
+    assert_eq!(pod.tolerations, None);
+
+    // The data source's fields win where given; the rest still comes from the set.
+    let resources: ResourceRequirements =
+        serde_json::from_value(serde_json::json!({"limits": {"cpu": "2", "memory": "4Gi"}}))
+            .unwrap();
+    let toleration = Toleration {
+        key: Some("restore".into()),
+        operator: Some("Exists".into()),
+        ..Toleration::default()
+    };
+    let Some(DataSourceSettings::PostgresCluster { job, .. }) = &mut elephant.data_source else {
+        panic!("example 05 clones a PostgresCluster");
+    };
+    job.resources = Some(resources.clone());
+    job.tolerations = vec![toleration.clone()];
+    job.priority_class_name = Some("restores".into());
+    let pod = pod_of(&elephant);
+    assert_eq!(pod.containers[0].resources, Some(resources));
+    assert_eq!(pod.tolerations, Some(vec![toleration]));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("restores"));
+    assert_eq!(pod.affinity, Some(affinity));
+}

@@ -193,6 +193,12 @@ pub(super) fn data_source(errs: &mut Errors, d: &DataSource) -> Option<DataSourc
                 cluster_namespace: pc.cluster_namespace.clone(),
                 repo_name: pc.repo_name.clone(),
                 options,
+                job: JobScheduling {
+                    resources: pc.resources.clone(),
+                    affinity: pc.affinity.clone(),
+                    tolerations: pc.tolerations.clone().unwrap_or_default(),
+                    priority_class_name: pc.priority_class_name.clone(),
+                },
             })
         }
         (None, Some(pb)) => {
@@ -216,6 +222,12 @@ pub(super) fn data_source(errs: &mut Errors, d: &DataSource) -> Option<DataSourc
                 global: string_map(pb.global.as_ref()),
                 repo,
                 options,
+                job: JobScheduling {
+                    resources: pb.resources.clone(),
+                    affinity: pb.affinity.clone(),
+                    tolerations: pb.tolerations.clone().unwrap_or_default(),
+                    priority_class_name: pb.priority_class_name.clone(),
+                },
             })
         }
         (None, None) => None,

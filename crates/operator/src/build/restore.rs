@@ -18,10 +18,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, ResourceRequirements, Volume, VolumeProjection,
+    PodTemplateSpec, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use tusk_api::model::InstanceSetSpec;
+use tusk_api::model::{InstanceSetSpec, JobScheduling};
 use tusk_api::naming;
 use tusk_api::ValidatedCluster;
 use tusk_config::paths;
@@ -76,7 +76,27 @@ pub struct RestoreJobInput<'a> {
     pub repo: u8,
     pub options: &'a [String],
     pub source: RestoreSource,
-    pub resources: Option<ResourceRequirements>,
+    /// Resources and placement of the Job: the data source's fields, each falling back to the
+    /// set's ([`job_scheduling`]).
+    pub scheduling: JobScheduling,
+}
+
+/// The restore Job's scheduling: what `job` (a data source's) gives, the instance set's
+/// otherwise, so a Job that restores into a set's volume lands where that set may run.
+pub fn job_scheduling(job: Option<&JobScheduling>, set: &InstanceSetSpec) -> JobScheduling {
+    let job = job.cloned().unwrap_or_default();
+    JobScheduling {
+        resources: job.resources.or_else(|| set.resources.clone()),
+        affinity: job.affinity.or_else(|| set.affinity.clone()),
+        tolerations: if job.tolerations.is_empty() {
+            set.tolerations.clone()
+        } else {
+            job.tolerations
+        },
+        priority_class_name: job
+            .priority_class_name
+            .or_else(|| set.priority_class_name.clone()),
+    }
 }
 
 /// Labels of restore Jobs, their pods and the restore ConfigMap.
@@ -209,7 +229,7 @@ pub fn restore_job(input: &RestoreJobInput) -> Job {
                         image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_owned()),
                         command: Some(command),
                         env: Some(env),
-                        resources: input.resources.clone(),
+                        resources: input.scheduling.resources.clone(),
                         security_context: Some(restricted_container_security_context()),
                         volume_mounts: Some(mounts),
                         ..Container::default()
@@ -220,9 +240,9 @@ pub fn restore_job(input: &RestoreJobInput) -> Job {
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     security_context: Some(instance_pod_security_context()),
-                    affinity: input.set.affinity.clone(),
-                    tolerations: non_empty_vec(input.set.tolerations.clone()),
-                    priority_class_name: input.set.priority_class_name.clone(),
+                    affinity: input.scheduling.affinity.clone(),
+                    tolerations: non_empty_vec(input.scheduling.tolerations.clone()),
+                    priority_class_name: input.scheduling.priority_class_name.clone(),
                     image_pull_secrets: non_empty_vec(cluster.image_pull_secrets.clone()),
                     ..PodSpec::default()
                 }),

@@ -30,7 +30,9 @@ use tusk_config::restore::RestoreMode;
 
 use super::backups::{create_job, job_failed, job_status, BackupsError, Verdict};
 use super::dereference::Observed;
-use crate::build::restore::{restore_config_map, restore_job, RestoreJobInput, RestoreSource};
+use crate::build::restore::{
+    job_scheduling, restore_config_map, restore_job, RestoreJobInput, RestoreSource,
+};
 use crate::build::Managed;
 use crate::plan::InstancePlan;
 
@@ -228,6 +230,7 @@ pub async fn prepare(
             global,
             repo,
             options,
+            ..
         }) => {
             let source = with_only_repo(
                 cluster,
@@ -249,6 +252,7 @@ pub async fn prepare(
             cluster_namespace,
             repo_name,
             options,
+            ..
         }) => {
             let namespace = cluster_namespace
                 .clone()
@@ -358,7 +362,14 @@ pub fn restore_job_for(
         repo,
         options: &options,
         source,
-        resources: None,
+        scheduling: job_scheduling(
+            cluster
+                .data_source
+                .as_ref()
+                .filter(|_| mode == RestoreMode::Bootstrap)
+                .map(DataSourceSettings::job),
+            set,
+        ),
     }))
 }
 
