@@ -1,6 +1,7 @@
 //! Standby clusters (`spec.standby`) with real Patroni, PostgreSQL and pgBackRest: a
 //! repo-based standby replays the source's archived WAL; a streaming standby follows over TLS,
-//! authenticated by the replication certificate of custom TLS Secrets sharing one CA. Each is
+//! authenticated by the replication certificate of custom TLS Secrets sharing one CA; with
+//! both, the initial copy comes from the repository and then it streams. Each is
 //! promoted by `enabled: false` + `up` (after its source is stopped, as the PGO family
 //! requires) and then accepts writes. Bad input (no stanza to follow, a replication
 //! certificate with the wrong CN) is refused before anything is created. Networks 127.62.x.
@@ -237,6 +238,75 @@ fn a_streaming_standby_follows_over_tls_with_its_certificate_and_promoted_accept
         .expect("second row");
     wait_for(&standby, "SELECT count(*) FROM t", "2").expect("the standby streams");
 
+    let seen = hippo
+        .sql(
+            "postgres",
+            "SELECT r.application_name || '|' || s.ssl || '|' || s.client_dn \
+             FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
+        )
+        .unwrap();
+    assert!(
+        seen.starts_with("hippo-standby-") && seen.ends_with("|true|/CN=_tusk_repl"),
+        "{seen}"
+    );
+
+    stop(&hippo);
+    promote_and_write(&standby, &file, &text, "3");
+}
+
+#[test]
+fn a_standby_with_repo_and_host_copies_from_the_repo_then_streams() {
+    let hippo = Cluster::named("127.62.5", "hippo");
+    let dir = hippo.state_dir.parent().unwrap().to_path_buf();
+    write_custom_tls(&dir, &["127.62.5.2", "127.62.6.2"]);
+    let file = hippo.write(
+        "hippo.yaml",
+        &manifest("hippo", 1, &format!("{CUSTOM_TLS}{REPO}")),
+    );
+    hippo
+        .up(&file)
+        .expect("up hippo with custom TLS and a repo");
+    hippo
+        .sql(
+            "postgres",
+            "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+        )
+        .expect("first row");
+    run_backup(&hippo.layout(), BackupKind::Full, None, &mut progress).expect("full backup");
+
+    let standby = hippo.beside("127.62.6", "hippo-standby");
+    let repo_path = hippo.layout().pgbackrest_dir().join("repo1");
+    let text = manifest(
+        "hippo-standby",
+        1,
+        &format!(
+            "{CUSTOM_TLS}{REPO}      global:\n        repo1-path: {}\n  standby:\n    enabled: true\n    repoName: repo1\n    host: \"127.62.5.2\"\n    port: 5432\n",
+            repo_path.display()
+        ),
+    );
+    let file = standby.write("hippo-standby.yaml", &text);
+    standby
+        .up(&file)
+        .expect("up the standby with repo and host");
+    assert_eq!(
+        standby.sql("postgres", "SELECT count(*) FROM t").unwrap(),
+        "1"
+    );
+    // The initial copy came from the repository, not from a base backup of the source.
+    let report = tusk_local::status(&standby.layout()).unwrap();
+    assert_eq!(report.members[0].role, "standby_leader");
+    let log =
+        std::fs::read_to_string(standby.layout().member(&report.members[0].name).log()).unwrap();
+    assert!(
+        log.contains("replica has been created using pgbackrest"),
+        "{log}"
+    );
+
+    // No WAL switch, so nothing new reaches the archive: only streaming delivers this row.
+    hippo
+        .sql("postgres", "INSERT INTO t VALUES (2)")
+        .expect("second row");
+    wait_for(&standby, "SELECT count(*) FROM t", "2").expect("the standby streams");
     let seen = hippo
         .sql(
             "postgres",
