@@ -8,9 +8,10 @@
 //! current CA and names, and issues new ones from the operator root CA otherwise. After a new
 //! root (see `controller::root_ca`) the `ca.crt` it publishes is a rollover bundle, and the
 //! move takes three settled steps (trust the new root, reissue the leaves, drop the old
-//! root), so no pod meets a certificate its not yet refreshed files do not trust. With `customTLSSecret`, [`custom_client_ca_bundle`] is the
-//! client-CA file (user CA + operator root) and says what that lets in. Pure: the caller passes the CA, what exists and the time; nothing
-//! here reads or writes the API.
+//! root), so no pod meets a certificate its not yet refreshed files do not trust. With
+//! `customTLSSecret`, [`custom_client_ca_bundle`] is the client-CA file (user CA + operator
+//! root) and says what that lets in. Pure: the caller passes the CA, what exists and the
+//! time; nothing here reads or writes the API.
 
 use std::collections::BTreeMap;
 
@@ -292,8 +293,9 @@ pub fn tls_material(
     let settled = existing
         .trust_changed_at
         .is_none_or(|at| now >= at + settle);
+    let published_trusts_ca = trusted.iter().any(|root| same_pem(root, ca.cert_pem()));
     // Peers trust `ca` and have had the time to load that trust: new leaves may appear.
-    let may_switch = settled && trusted.iter().any(|root| same_pem(root, ca.cert_pem()));
+    let may_switch = settled && published_trusts_ca;
     let dns_names = server_dns_names(cluster);
     let fits_server = |pair: &CertPair| covers(pair, &dns_names);
     let fits_replication = |pair: &CertPair| {
@@ -334,7 +336,7 @@ pub fn tls_material(
     // Step 3 waits too: a root leaves the bundle only once every pod has its new leaves.
     let drops_a_root = tusk_pki::bundle_certificates(&ca_bundle_pem).len() < trusted.len()
         && !published.is_empty();
-    if drops_a_root && !settled {
+    if drops_a_root && !settled && published_trusts_ca {
         ca_bundle_pem = published.to_owned();
     }
     let changed = server.1 || replication.1 || ca_bundle_pem != published;
