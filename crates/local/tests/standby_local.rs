@@ -58,6 +58,22 @@ fn stop(cluster: &Cluster) {
     tusk_local::down(&cluster.layout(), false, &mut |_| {}).expect("down");
 }
 
+/// `source` streams to one `hippo-standby-*` member over TLS, which logged in with the
+/// replication certificate.
+fn assert_standby_streams_by_certificate(source: &Cluster) {
+    let seen = source
+        .sql(
+            "postgres",
+            "SELECT r.application_name || '|' || s.ssl || '|' || s.client_dn \
+             FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
+        )
+        .unwrap();
+    assert!(
+        seen.starts_with("hippo-standby-") && seen.ends_with("|true|/CN=_tusk_repl"),
+        "{seen}"
+    );
+}
+
 /// Promotes `standby` with `enabled: false` and checks that it then takes writes.
 fn promote_and_write(standby: &Cluster, file: &Path, text: &str, rows: &str) {
     std::fs::write(file, text.replace("enabled: true", "enabled: false")).unwrap();
@@ -238,17 +254,7 @@ fn a_streaming_standby_follows_over_tls_with_its_certificate_and_promoted_accept
         .expect("second row");
     wait_for(&standby, "SELECT count(*) FROM t", "2").expect("the standby streams");
 
-    let seen = hippo
-        .sql(
-            "postgres",
-            "SELECT r.application_name || '|' || s.ssl || '|' || s.client_dn \
-             FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
-        )
-        .unwrap();
-    assert!(
-        seen.starts_with("hippo-standby-") && seen.ends_with("|true|/CN=_tusk_repl"),
-        "{seen}"
-    );
+    assert_standby_streams_by_certificate(&hippo);
 
     stop(&hippo);
     promote_and_write(&standby, &file, &text, "3");
@@ -307,17 +313,7 @@ fn a_standby_with_repo_and_host_copies_from_the_repo_then_streams() {
         .sql("postgres", "INSERT INTO t VALUES (2)")
         .expect("second row");
     wait_for(&standby, "SELECT count(*) FROM t", "2").expect("the standby streams");
-    let seen = hippo
-        .sql(
-            "postgres",
-            "SELECT r.application_name || '|' || s.ssl || '|' || s.client_dn \
-             FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
-        )
-        .unwrap();
-    assert!(
-        seen.starts_with("hippo-standby-") && seen.ends_with("|true|/CN=_tusk_repl"),
-        "{seen}"
-    );
+    assert_standby_streams_by_certificate(&hippo);
 
     stop(&hippo);
     promote_and_write(&standby, &file, &text, "3");
