@@ -1,15 +1,15 @@
-//! Every reference manifest in `../shared/examples/` parses and validates.
+//! Every manifest in the repository's `examples/` parses and validates.
 
 use std::path::PathBuf;
 
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/examples")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
 #[test]
 fn every_reference_manifest_validates() {
     let mut n = 0;
-    for entry in std::fs::read_dir(examples_dir()).expect("shared/examples exists") {
+    for entry in std::fs::read_dir(examples_dir()).expect("examples/ exists") {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;

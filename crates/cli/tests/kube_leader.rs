@@ -48,7 +48,7 @@ async fn one_of_two_operators_leads_and_the_other_takes_over_when_it_dies() {
     };
     assert_eq!(leader.identity, holder(&client).await.unwrap());
 
-    let path = kube_support::repo_root().join("../shared/examples/01-hippo-basic.yaml");
+    let path = kube_support::repo_root().join("examples/01-hippo-basic.yaml");
     let object = manifest(&path);
     let name = object["metadata"]["name"].as_str().unwrap().to_owned();
     create_cluster(&client, "tusk", object)
@@ -126,7 +126,7 @@ async fn an_operator_started_before_the_crd_stops_on_sigterm_and_later_reconcile
     })
     .await;
     install_crd(&client).await;
-    let path = kube_support::repo_root().join("../shared/examples/01-hippo-basic.yaml");
+    let path = kube_support::repo_root().join("examples/01-hippo-basic.yaml");
     let object = manifest(&path);
     let name = object["metadata"]["name"].as_str().unwrap().to_owned();
     create_cluster(&client, "tusk", object)

@@ -29,11 +29,16 @@ struct Reference {
 }
 
 fn reference_manifests() -> Vec<PathBuf> {
-    let dir = kube_support::repo_root().join("../shared/examples");
+    let dir = kube_support::repo_root().join("examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+        })
         .collect();
     files.sort();
     assert!(
@@ -429,7 +434,7 @@ async fn deleted_objects_come_back_and_deleting_the_cluster_collects_them() {
         return;
     };
     let operator = Operator::start(&plane, "operator", &[]);
-    let path = kube_support::repo_root().join("../shared/examples/02-hippo-ha.yaml");
+    let path = kube_support::repo_root().join("examples/02-hippo-ha.yaml");
     let object = manifest(&path);
     let name = object["metadata"]["name"].as_str().unwrap().to_owned();
     let created = create_cluster(&client, "tusk", object)

@@ -45,11 +45,11 @@ pub fn volume() -> Value {
     json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}})
 }
 
-/// Every reference manifest in `shared/examples`, with its file name.
+/// Every manifest in the repository's `examples/`, with its file name.
 pub fn examples() -> Vec<(String, Value)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/examples");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("shared/examples exists") {
+    for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let text = std::fs::read_to_string(&path).unwrap();

@@ -12,9 +12,9 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `shared/examples/`, beside the repository (as in CI's checkout).
+/// The repository's `examples/`: the reference manifests users copy.
 pub fn reference_examples_dir() -> PathBuf {
-    repo_root().join("../shared/examples")
+    repo_root().join("examples")
 }
 
 /// Every `*.yaml` in `dir`, sorted, so failures name files in a stable order.
@@ -28,9 +28,13 @@ pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The reference manifests; at least the seven seeds must be there.
+/// The reference manifests (`NN-name.yaml`; `hippo-ha.yaml` is the README's copy of
+/// `02-hippo-ha.yaml`); at least the seven seeds must be there.
 pub fn reference_manifests() -> Vec<PathBuf> {
-    let files = yaml_files(&reference_examples_dir());
+    let files: Vec<PathBuf> = yaml_files(&reference_examples_dir())
+        .into_iter()
+        .filter(|p| is_numbered(p))
+        .collect();
     assert!(
         files.len() >= 7,
         "expected the 7 reference manifests in {}, found {}",
@@ -38,6 +42,13 @@ pub fn reference_manifests() -> Vec<PathBuf> {
         files.len()
     );
     files
+}
+
+/// `NN-name.yaml`: a reference manifest rather than a copy of one.
+pub fn is_numbered(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// Runs the real `tusk` binary with `args`.
