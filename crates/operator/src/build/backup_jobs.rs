@@ -34,8 +34,15 @@ use super::rbac::{binding_to_own_account, core_rules};
 
 /// What backup Jobs may do, as `(resource, verbs)` in the core API group: find the pod to run
 /// pgBackRest in, and exec into it. Nothing else.
-pub const BACKUP_JOB_RULES: &[(&str, &[&str])] =
-    &[("pods", &["get", "list"]), ("pods/exec", &["create"])];
+///
+/// Exec needs both verbs on `pods/exec`: the Python client (like kubectl) opens the exec
+/// websocket with a GET, which Kubernetes before 1.30 authorises as `get` (a POST, and every
+/// exec from 1.30 on, as `create`). With `create` alone every backup Job ends in
+/// `Handshake status 403 Forbidden` on those servers.
+pub const BACKUP_JOB_RULES: &[(&str, &[&str])] = &[
+    ("pods", &["get", "list"]),
+    ("pods/exec", &["create", "get"]),
+];
 
 /// Finds the one running pod matching `$SELECTOR`, execs the arguments in its `$CONTAINER`,
 /// relays the output and exits with the command's status. Kept to what the official client
