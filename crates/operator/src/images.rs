@@ -2,6 +2,14 @@
 //! (`RELATED_IMAGE_POSTGRES_15`, `RELATED_IMAGE_PGBACKREST`, `RELATED_IMAGE_PGBOUNCER`,
 //! `RELATED_IMAGE_EXPORTER`), as the PGO family does for air-gapped and OLM installs.
 //! `spec.image` and the per-component `image` fields override them.
+//!
+//! The database image holds every program the operator's pods run (Patroni and PostgreSQL,
+//! pgBackRest, PgBouncer, postgres_exporter, the reload sidecars' shell tools), so without a
+//! `RELATED_IMAGE_PGBACKREST`, `_PGBOUNCER` or `_EXPORTER` each component runs the cluster's
+//! own database image. For pgBackRest that is more than a convenience: the sidecar, the repo
+//! host and the database container's `archive_command` talk pgBackRest's protocol to each
+//! other, which requires the same pgBackRest version on every side, and the database image of
+//! each PostgreSQL major comes from its own Debian release.
 
 use std::collections::BTreeMap;
 
@@ -14,9 +22,10 @@ pub const FALLBACK_REGISTRY: &str = "ghcr.io/tusk-rs";
 pub struct Images {
     /// Database image per PostgreSQL major.
     pub postgres: BTreeMap<u32, String>,
-    pub pgbackrest: String,
-    pub pgbouncer: String,
-    pub exporter: String,
+    /// Component images when the environment names them; `None`: the cluster's database image.
+    pub pgbackrest: Option<String>,
+    pub pgbouncer: Option<String>,
+    pub exporter: Option<String>,
 }
 
 impl Default for Images {
@@ -44,9 +53,9 @@ impl Images {
         }
         let mut images = Images {
             postgres,
-            pgbackrest: format!("{FALLBACK_REGISTRY}/postgres:15"),
-            pgbouncer: format!("{FALLBACK_REGISTRY}/pgbouncer:latest"),
-            exporter: format!("{FALLBACK_REGISTRY}/exporter:latest"),
+            pgbackrest: None,
+            pgbouncer: None,
+            exporter: None,
         };
         for (k, v) in vars {
             let k = k.as_ref();
@@ -60,11 +69,11 @@ impl Images {
             {
                 images.postgres.insert(major, v);
             } else if k == "RELATED_IMAGE_PGBACKREST" {
-                images.pgbackrest = v;
+                images.pgbackrest = Some(v);
             } else if k == "RELATED_IMAGE_PGBOUNCER" {
-                images.pgbouncer = v;
+                images.pgbouncer = Some(v);
             } else if k == "RELATED_IMAGE_EXPORTER" {
-                images.exporter = v;
+                images.exporter = Some(v);
             }
         }
         images
@@ -82,29 +91,37 @@ impl Images {
         })
     }
 
-    /// The pgBackRest sidecar/job image for `cluster`.
+    /// The pgBackRest image (sidecar, repo host, backup Jobs) for `cluster`:
+    /// `spec.backups.pgbackrest.image`, else `RELATED_IMAGE_PGBACKREST`, else the cluster's
+    /// database image.
     pub fn pgbackrest(&self, cluster: &ValidatedCluster) -> String {
         cluster
             .backups
             .as_ref()
             .and_then(|b| b.image.clone())
-            .unwrap_or_else(|| self.pgbackrest.clone())
+            .or_else(|| self.pgbackrest.clone())
+            .unwrap_or_else(|| self.database(cluster))
     }
 
+    /// `spec.proxy.pgBouncer.image`, else `RELATED_IMAGE_PGBOUNCER`, else the database image.
     pub fn pgbouncer(&self, cluster: &ValidatedCluster) -> String {
         cluster
             .pgbouncer
             .as_ref()
             .and_then(|b| b.image.clone())
-            .unwrap_or_else(|| self.pgbouncer.clone())
+            .or_else(|| self.pgbouncer.clone())
+            .unwrap_or_else(|| self.database(cluster))
     }
 
+    /// `spec.monitoring.pgmonitor.exporter.image`, else `RELATED_IMAGE_EXPORTER`, else the
+    /// database image.
     pub fn exporter(&self, cluster: &ValidatedCluster) -> String {
         cluster
             .exporter
             .as_ref()
             .and_then(|e| e.image.clone())
-            .unwrap_or_else(|| self.exporter.clone())
+            .or_else(|| self.exporter.clone())
+            .unwrap_or_else(|| self.database(cluster))
     }
 }
 
@@ -124,6 +141,15 @@ mod tests {
             images.postgres[&16],
             format!("{FALLBACK_REGISTRY}/postgres:16")
         );
-        assert_eq!(images.pgbouncer, "registry.local/pgbouncer:1.23");
+        assert_eq!(
+            images.pgbouncer.as_deref(),
+            Some("registry.local/pgbouncer:1.23")
+        );
+        // Unset or empty: the cluster's database image, decided per cluster.
+        assert_eq!(images.pgbackrest, None);
+        assert_eq!(
+            Images::from_vars([("RELATED_IMAGE_EXPORTER", "")]).exporter,
+            None
+        );
     }
 }

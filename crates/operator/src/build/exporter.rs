@@ -28,6 +28,11 @@ use super::pod_security::restricted_container_security_context;
 use super::secrets::{TLS_CA_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 use super::volumes::{server_tls_projection, TLS_FILE_MODE};
 
+/// The exporter's program, as Debian's `prometheus-postgres-exporter` package installs it
+/// (`/usr/bin`) in the database image, the same program `tusk local` runs. The container
+/// names it rather than relying on the image's ENTRYPOINT: in the shared database image that
+/// is Patroni, which would start with the exporter's flags.
+pub const PROGRAM: &str = "prometheus-postgres-exporter";
 pub const CONFIG_DIR: &str = "/etc/postgres_exporter";
 pub const VOLUME: &str = "exporter-config";
 pub const PORT_NAME: &str = "exporter";
@@ -124,6 +129,7 @@ pub fn exporter_container(cluster: &ValidatedCluster, image: &str) -> Option<Con
         name: naming::CONTAINER_EXPORTER.to_owned(),
         image: Some(image.to_owned()),
         image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_owned()),
+        command: Some(vec![PROGRAM.to_owned()]),
         args: Some(config::exporter_args(
             &file(config::QUERIES_FILE),
             &format!(":{EXPORTER_PORT}"),
