@@ -81,6 +81,8 @@ pub const ROOT_CA_SECRET: &str = "tusk-root-cacert";
 /// The replication role; its client certificate's CN.
 /// The DNS domain of Kubernetes Services (`<svc>.<ns>.svc.cluster.local`).
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// Init container creating the directories pgBackRest writes to but does not create itself.
+pub const CONTAINER_PGBACKREST_LOG_DIR: &str = "pgbackrest-log-dir";
 pub const REPLICATION_USER: &str = "_tusk_repl";
 /// CN of the operator's own client certificate: pg_ident maps exactly this name to the
 /// superuser for TLS connections with a certificate (the operator's SQL step).

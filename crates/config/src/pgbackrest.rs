@@ -48,7 +48,10 @@ pub const TLS_CLIENT_KEY_FILE: &str = "client.key";
 /// Mount point of the repo volumes on the repo host; `repoN` lives in `/pgbackrest/repoN`.
 pub const REPO_ROOT: &str = "/pgbackrest";
 /// Instance-side pgBackRest state on the data volume: logs and the asynchronous archiving
-/// spool survive a container restart, and the root filesystem is read-only.
+/// spool survive a container restart, and the root filesystem is read-only. pgBackRest does
+/// not create its `log-path` (every command warns that it cannot open its log file), so the
+/// pods create these directories before pgBackRest runs (see the operator's
+/// `build::pgbackrest::log_dir_init_container`).
 pub const INSTANCE_LOG_DIR: &str = "/pgdata/pgbackrest/log";
 pub const INSTANCE_SPOOL_DIR: &str = "/pgdata/pgbackrest/spool";
 /// Parallel processes of asynchronous `archive-push`/`archive-get`: enough to keep up with a
@@ -365,6 +368,13 @@ pub fn instance_conf(cluster: &ValidatedCluster, repo_host: &str) -> Option<Stri
     ))
 }
 
+/// The repo host's `log-path`: `log` in the first `volume` repo (`/pgbackrest/repo1/log`), the
+/// only writable, persistent place of the repo host, as in the PGO family. Like
+/// [`INSTANCE_LOG_DIR`] it is created by the pod before pgBackRest runs.
+pub fn repo_host_log_dir(first_volume_repo: &RepoSettings) -> String {
+    format!("{}/log", repo_path(first_volume_repo))
+}
+
 /// The repo host's file ([`REPO_HOST_CONF_FILE`]): `volume` repos as local POSIX paths, cloud
 /// repos as on instances, and every instance as `pgN-host` over TLS so backups follow the
 /// primary wherever Patroni put it. `instance_hosts` are the instance pods' DNS names, in a
@@ -376,8 +386,7 @@ pub fn repo_host_conf(cluster: &ValidatedCluster, instance_hosts: &[String]) -> 
         .iter()
         .find(|r| matches!(r.storage, RepoStorage::Volume(_)))?;
     let mut global = Options::default();
-    // On the first repo volume: the only writable, persistent place of the repo host.
-    global.set("log-path", format!("{}/log", repo_path(first_volume)));
+    global.set("log-path", repo_host_log_dir(first_volume));
     backup_defaults(&mut global);
     for repo in &backups.repos {
         repo_options(&mut global, repo, Side::RepoHost, "");

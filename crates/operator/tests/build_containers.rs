@@ -6,6 +6,9 @@
 //! - without `RELATED_IMAGE_PGBACKREST`, `_PGBOUNCER` and `_EXPORTER` (the install manifests
 //!   leave them empty) every container runs the cluster's own database image, which holds all
 //!   those programs;
+//! - every container that runs pgBackRest has its configured `log-path` on a writable volume,
+//!   and an init container created that directory first (pgBackRest does not create it, so
+//!   every command warned that it could not open its log file).
 //!
 //! Pods: every reference manifest's StatefulSets, Deployments and CronJobs, plus the one-shot
 //! Jobs the controller creates (stanza-create, manual backup, clone and in-place restores).
@@ -14,6 +17,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use support::*;
@@ -274,4 +278,128 @@ fn without_component_images_every_container_runs_the_clusters_database_image() {
         pinned.pgbackrest(&cluster),
         "registry.example/tusk/postgres:15.8-0"
     );
+}
+
+/// `key=value` of a pgBackRest file's `[global]` section.
+fn global_option(conf: &str, key: &str) -> Option<String> {
+    let mut in_global = false;
+    for line in conf.lines() {
+        if line.starts_with('[') {
+            in_global = line == "[global]";
+        } else if in_global {
+            if let Some(value) = line.strip_prefix(&format!("{key}=")) {
+                return Some(value.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// The pgBackRest file the pod's `pgbackrest-config` volume projects from Tusk's ConfigMap.
+fn pgbackrest_file(pod: &Pod) -> Option<String> {
+    let volume = pod
+        .spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == naming::CONTAINER_PGBACKREST_CONFIG)?;
+    let sources = volume.projected.as_ref()?.sources.as_ref()?;
+    let projection = sources.iter().find_map(|s| s.config_map.as_ref())?;
+    let key = &projection.items.as_ref()?.first()?.key;
+    pod.config_maps.get(&projection.name)?.get(key).cloned()
+}
+
+/// Whether `container` runs pgBackRest in its own process tree: it reads the configuration and
+/// starts `pgbackrest` (as its program or in its script), or it is the database container,
+/// whose `archive_command` and `restore_command` are pgBackRest. (A backup Job's container
+/// only execs pgBackRest in another pod; a reload sidecar only signals it.)
+fn runs_pgbackrest(container: &Container) -> bool {
+    let reads_config = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == naming::CONTAINER_PGBACKREST_CONFIG);
+    let words = container.command.iter().flatten();
+    let starts_it = words
+        .clone()
+        .any(|w| w == "pgbackrest" || w.contains("pgbackrest \""));
+    reads_config && (container.name == naming::CONTAINER_DATABASE || starts_it)
+}
+
+/// `(volume, path inside it)` where `path` lands in `container`, if on a writable volume
+/// mount (not read-only, and a volume that can be written: a claim or an emptyDir).
+fn writable_location(pod: &PodSpec, container: &Container, path: &str) -> Option<(String, String)> {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| Path::new(path).starts_with(&m.mount_path))
+        .max_by_key(|m| m.mount_path.len())?;
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)?;
+    let writable_volume = volume.persistent_volume_claim.is_some() || volume.empty_dir.is_some();
+    if mount.read_only == Some(true) || !writable_volume {
+        return None;
+    }
+    let inside = Path::new(path).strip_prefix(&mount.mount_path).ok()?;
+    Some((mount.name.clone(), inside.to_string_lossy().into_owned()))
+}
+
+#[test]
+fn every_container_running_pgbackrest_has_its_log_path_on_a_writable_volume_made_first() {
+    let mut checked = 0;
+    for pod in every_pod(&fixed_images()) {
+        let runners: Vec<&Container> = pod
+            .spec
+            .containers
+            .iter()
+            .filter(|c| runs_pgbackrest(c))
+            .collect();
+        if runners.is_empty() {
+            continue;
+        }
+        let conf = pgbackrest_file(&pod)
+            .unwrap_or_else(|| panic!("{}: no pgBackRest file projected", pod.what));
+        let log_path = global_option(&conf, "log-path")
+            .unwrap_or_else(|| panic!("{}: no log-path in\n{conf}", pod.what));
+        // Where an init container's `mkdir -p` arguments land.
+        let made_first: Vec<(String, String)> = pod
+            .spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| {
+                let command = c.command.clone().unwrap_or_default();
+                command.starts_with(&["mkdir".to_owned(), "-p".to_owned()])
+            })
+            .flat_map(|c| {
+                let dirs = c.command.clone().unwrap_or_default().split_off(2);
+                dirs.into_iter()
+                    .filter_map(|d| writable_location(&pod.spec, c, &d))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for container in runners {
+            let location =
+                writable_location(&pod.spec, container, &log_path).unwrap_or_else(|| {
+                    panic!(
+                        "{} container {}: log-path {log_path} is not on a writable volume",
+                        pod.what, container.name
+                    )
+                });
+            assert!(
+                made_first.contains(&location),
+                "{} container {}: nothing creates log-path {log_path} ({location:?}) before it \
+                 starts; init containers create {made_first:?}",
+                pod.what,
+                container.name
+            );
+            checked += 1;
+        }
+    }
+    // Database and sidecar of every instance with backups, repo hosts, restore Jobs.
+    assert!(checked >= 20, "only {checked} containers run pgBackRest");
 }

@@ -7,7 +7,8 @@
 //! controller rolls instances whose pod is outdated, replicas first, one at a time, each
 //! healthy before the next, then a switchover, then the old primary last.
 //!
-//! The pod: `database` (Patroni), `tls-reload` (`super::reload_sidecar`: SIGHUPs Patroni when
+//! The pod: with backups, the `pgbackrest-log-dir` init container (`super::pgbackrest`), then
+//! `database` (Patroni), `tls-reload` (`super::reload_sidecar`: SIGHUPs Patroni when
 //! the kubelet updates the certificate files, hence `shareProcessNamespace`), with backups
 //! `pgbackrest` and its reloader `pgbackrest-config`, the exporter when monitoring is on, then
 //! the user's containers. Pure.
@@ -124,6 +125,10 @@ fn instance_pod_template(
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
+            // Before Patroni starts: its `archive_command` and the sidecar log to pgBackRest's
+            // `log-path`, which nothing else creates.
+            init_containers: super::pgbackrest::instance_log_dir_init_container(cluster, ctx.image)
+                .map(|c| vec![c]),
             containers,
             volumes: Some(instance_pod_volumes(cluster, set, ctx.instance)),
             service_account_name: Some(cluster.names.instance_rbac()),

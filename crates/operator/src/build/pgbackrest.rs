@@ -221,6 +221,47 @@ pub fn database_config_mount(cluster: &ValidatedCluster) -> Option<VolumeMount> 
     Some(mount(VOLUME_CONFIG, conf::CONFIG_DIR, true))
 }
 
+/// `pgbackrest-log-dir`: an init container creating `dirs` (`mkdir -p`) on the volume of
+/// `mount` before any container of the pod starts. pgBackRest writes its log to `log-path` but
+/// never creates that directory: without this every pgBackRest command in the pod (the
+/// database container's `archive_command`, `pgbackrest server`, the backups the Jobs exec)
+/// warns that it cannot open its log file. The directories are on the pod's persistent volume
+/// (the root filesystem is read-only), so they outlive the pod; creating them again is a no-op.
+pub fn log_dir_init_container(
+    cluster: &ValidatedCluster,
+    image: &str,
+    mount: VolumeMount,
+    dirs: &[&str],
+) -> Container {
+    let mut command = vec!["mkdir".to_owned(), "-p".to_owned()];
+    command.extend(dirs.iter().map(|d| (*d).to_owned()));
+    Container {
+        name: naming::CONTAINER_PGBACKREST_LOG_DIR.to_owned(),
+        image: Some(image.to_owned()),
+        image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_owned()),
+        command: Some(command),
+        security_context: Some(restricted_container_security_context()),
+        volume_mounts: Some(vec![mount]),
+        ..Container::default()
+    }
+}
+
+/// The instance pod's `pgbackrest-log-dir` init container: pgBackRest's `log-path` and
+/// `spool-path` on the data volume ([`conf::INSTANCE_LOG_DIR`], [`conf::INSTANCE_SPOOL_DIR`]).
+/// `image` is the database image. `None` without backups.
+pub fn instance_log_dir_init_container(
+    cluster: &ValidatedCluster,
+    image: &str,
+) -> Option<Container> {
+    cluster.backups.as_ref()?;
+    Some(log_dir_init_container(
+        cluster,
+        image,
+        mount(VOLUME_PGDATA, tusk_config::paths::PGDATA_VOLUME, false),
+        &[conf::INSTANCE_LOG_DIR, conf::INSTANCE_SPOOL_DIR],
+    ))
+}
+
 /// `pgbackrest server`, on every interface at [`conf::TLS_SERVER_PORT`]; its liveness is
 /// `pgbackrest server-ping` (the TLS server answering).
 fn server_container(
@@ -366,6 +407,15 @@ pub fn repo_host_statefulset(
         server_container(cluster, image, mounts, host.resources.clone()),
         config_reload_container(cluster, database_image)?,
     ];
+    // `log-path` is on the first volume repo (see `conf::repo_host_log_dir`).
+    let first_volume = volume_repos(backups).next()?;
+    let log_dir = conf::repo_host_log_dir(first_volume);
+    let init_containers = vec![log_dir_init_container(
+        cluster,
+        database_image,
+        mount(&first_volume.name, &conf::repo_path(first_volume), false),
+        &[&log_dir],
+    )];
     Some(StatefulSet {
         metadata: object_meta(
             cluster,
@@ -392,6 +442,7 @@ pub fn repo_host_statefulset(
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: Some(init_containers),
                     containers,
                     volumes: Some(volumes),
                     // The repo host never calls the Kubernetes API.

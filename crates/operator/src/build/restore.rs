@@ -29,7 +29,9 @@ use tusk_config::pgbackrest as conf;
 use tusk_config::restore::{restore_args, RestoreMode, RestoreRequest};
 
 use super::meta::{non_empty_vec, object_meta};
-use super::pgbackrest::{config_volume_from, mount, pgbackrest_labels, VOLUME_CONFIG};
+use super::pgbackrest::{
+    config_volume_from, log_dir_init_container, mount, pgbackrest_labels, VOLUME_CONFIG,
+};
 use super::pod_security::{instance_pod_security_context, restricted_container_security_context};
 use super::volumes::{VOLUME_PGDATA, VOLUME_PGWAL, VOLUME_TMP};
 
@@ -223,6 +225,15 @@ pub fn restore_job(input: &RestoreJobInput) -> Job {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    // The restored file names the instances' `log-path` and `spool-path` (the
+                    // source's instance file for a clone, the same paths), which pgBackRest
+                    // does not create.
+                    init_containers: Some(vec![log_dir_init_container(
+                        cluster,
+                        input.image,
+                        mount(VOLUME_PGDATA, paths::PGDATA_VOLUME, false),
+                        &[conf::INSTANCE_LOG_DIR, conf::INSTANCE_SPOOL_DIR],
+                    )]),
                     containers: vec![Container {
                         name: CONTAINER_RESTORE.to_owned(),
                         image: Some(input.image.to_owned()),
