@@ -1,9 +1,10 @@
 //! WAL archiving seen from the operator, against a REAL PostgreSQL 15 configured as the
-//! operator rendered it (see `common::primary`): the SQL step reads `pg_stat_archiver`, so a
-//! failing `archive_command` becomes `WALArchiving=False` with one Warning before the volume
-//! fills, and clears when archiving works again; an in-place restore stops the instances only
-//! after the WAL written so far is archived. The server's `archive_command` succeeds exactly
-//! while a file the test controls exists.
+//! operator rendered it (see `common::primary`): the SQL step reads `pg_stat_archiver`, so
+//! `WALArchiving` is `Unknown` until a segment was archived, a failing `archive_command`
+//! becomes `WALArchiving=False` with one Warning before the volume fills, and clears when
+//! archiving works again; an in-place restore stops the instances only after the WAL written
+//! so far is archived. The server's `archive_command` succeeds exactly while a file the test
+//! controls exists.
 
 mod common;
 
@@ -115,6 +116,19 @@ async fn instance_replicas(h: &Harness) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_archive_command_is_a_condition_and_one_warning_until_it_recovers() {
     let p = Primary::start(manifest("")).await;
+    // A new server has archived nothing and failed nothing: that is not health yet.
+    assert_eq!(
+        p.sql("SELECT archived_count = 0 AND failed_count = 0 FROM pg_stat_archiver"),
+        "t"
+    );
+    p.h.reconcile().await;
+    let unseen = p.h.condition("WALArchiving").await;
+    assert_eq!(
+        (unseen.status.as_str(), unseen.reason.as_str()),
+        ("Unknown", "NoSegmentArchivedYet"),
+        "{}",
+        unseen.message
+    );
     p.write_and_switch();
     p.wait_until(
         "an archive failure",

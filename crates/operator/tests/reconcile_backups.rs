@@ -291,3 +291,41 @@ async fn failing_wal_archiving_is_a_condition_and_one_warning() {
         ("True", "ArchiveHealthy")
     );
 }
+
+/// `WALArchiving` claims health only once a segment was archived: figures with neither a
+/// success nor a failure are `Unknown` (they were `True ArchiveHealthy`, reported while
+/// archiving in fact failed), without a Warning; the first archived segment makes it `True`.
+#[tokio::test]
+async fn wal_archiving_is_unknown_until_a_segment_was_archived() {
+    let h = Harness::new(manifest(1, "", "")).await;
+    let nothing_yet = ArchiverFigures {
+        failed_count: 0,
+        last_failed_time: None,
+        last_archived_time: None,
+    };
+    h.ctx.archiver.record(NS, NAME, nothing_yet);
+    h.reconcile().await;
+    let wal = h.condition("WALArchiving").await;
+    assert_eq!(
+        (wal.status.as_str(), wal.reason.as_str()),
+        ("Unknown", "NoSegmentArchivedYet")
+    );
+    assert!(wal.message.contains("not archived"), "{}", wal.message);
+    assert!(h
+        .events_with_reason("NoSegmentArchivedYet")
+        .await
+        .is_empty());
+    assert!(h.events_with_reason("ArchiveFailing").await.is_empty());
+
+    let archived = ArchiverFigures {
+        last_archived_time: Some(Timestamp::from_second(1_000).unwrap()),
+        ..nothing_yet
+    };
+    h.ctx.archiver.record(NS, NAME, archived);
+    h.reconcile().await;
+    let wal = h.condition("WALArchiving").await;
+    assert_eq!(
+        (wal.status.as_str(), wal.reason.as_str()),
+        ("True", "ArchiveHealthy")
+    );
+}

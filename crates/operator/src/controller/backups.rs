@@ -23,7 +23,9 @@ use tusk_api::naming;
 use tusk_api::types::{BackupJobStatus, PgBackRestStatus, PostgresClusterStatus, RepoStatus};
 use tusk_api::{PostgresCluster, ValidatedCluster};
 
-pub use super::archiver::{wal_archiving, ArchiverFigures, ArchiverReports};
+pub use super::archiver::{
+    wal_archiving, ArchiveHealth, ArchiverFigures, ArchiverReports, ArchivingVerdict,
+};
 use crate::build::backup_jobs::{self, DIFFERENTIAL, FULL, INCREMENTAL};
 
 pub const BACKUPS_READY: &str = "BackupsReady";
@@ -226,7 +228,7 @@ pub struct BackupReport {
     /// `status.pgbackrest` (without `restore`, which the restore step owns).
     pub pgbackrest: Option<PgBackRestStatus>,
     pub backups_ready: Option<Verdict>,
-    pub wal_archiving: Option<Verdict>,
+    pub wal_archiving: Option<ArchivingVerdict>,
     pub events: Vec<Event>,
     /// The cluster's Jobs (with those created now), for the restore step.
     pub jobs: BTreeMap<String, Job>,
@@ -311,7 +313,10 @@ pub fn report(inputs: &BackupInputs, manual_id: Option<&str>) -> BackupReport {
         .max();
 
     let wal_archiving = inputs.archiver.map(|f| wal_archiving(&f));
-    if let Some(verdict) = wal_archiving.as_ref().filter(|v| !v.ok) {
+    if let Some(verdict) = wal_archiving
+        .as_ref()
+        .filter(|v| v.health == ArchiveHealth::Failing)
+    {
         let was_failing = inputs
             .current
             .conditions
@@ -511,9 +516,19 @@ pub fn write_status(
     if let Some(restore) = &restored.restore {
         next.pgbackrest.get_or_insert_with(Default::default).restore = Some(restore.clone());
     }
+    if let Some(v) = &backup.wal_archiving {
+        super::status::set_condition_status(
+            &mut next.conditions,
+            WAL_ARCHIVING,
+            v.condition_status(),
+            v.reason,
+            v.message.clone(),
+            generation,
+            now,
+        );
+    }
     for (type_, verdict) in [
         (BACKUPS_READY, &backup.backups_ready),
-        (WAL_ARCHIVING, &backup.wal_archiving),
         (super::restore::RESTORING, &restored.restoring),
     ] {
         if let Some(v) = verdict {

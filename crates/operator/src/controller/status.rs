@@ -215,7 +215,22 @@ pub fn set_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if ok { "True" } else { "False" }.to_owned();
+    let status = if ok { "True" } else { "False" };
+    set_condition_status(conditions, type_, status, reason, message, generation, now);
+}
+
+/// [`set_condition`] with the status spelled out: `True`, `False` or `Unknown` (not yet
+/// known, e.g. WAL archiving before the first segment).
+pub fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = status.to_owned();
     let previous = conditions.iter().position(|c| c.type_ == type_);
     let last_transition_time = match previous.map(|i| &conditions[i]) {
         Some(c) if c.status == status => c.last_transition_time.clone(),
