@@ -46,6 +46,11 @@ pub const DATA_PGBACKREST: &str = "pgbackrest";
 
 pub const ANNOTATION_BACKUP: &str = "tusk.rs/pgbackrest-backup";
 pub const ANNOTATION_RESTORE: &str = "tusk.rs/pgbackrest-restore";
+/// On the stanza-create Job: a fingerprint of the pgBackRest configuration it runs with, so a
+/// failed Job is replaced at once when that configuration changes.
+pub const ANNOTATION_PGBACKREST_CONFIG: &str = "tusk.rs/pgbackrest-config";
+/// On the stanza-create Job: which attempt it is (1, 2, ...), for the backoff between them.
+pub const ANNOTATION_STANZA_ATTEMPT: &str = "tusk.rs/stanza-create-attempt";
 pub const ANNOTATION_TRIGGER_SWITCHOVER: &str = "tusk.rs/trigger-switchover";
 /// Hash of the rendered configuration a pod template was built from.
 pub const ANNOTATION_CONFIG_HASH: &str = "tusk.rs/config-hash";

@@ -292,6 +292,136 @@ async fn failing_wal_archiving_is_a_condition_and_one_warning() {
     );
 }
 
+/// The stanza Job's attempt annotation and uid (to tell a replaced Job from the same one).
+async fn stanza_job(h: &Harness) -> (String, String, String) {
+    let job = h.jobs().get("hippo-stanza-create").await.unwrap();
+    let annotation = |key: &str| {
+        job.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    (
+        job.metadata.uid.clone().unwrap(),
+        annotation(naming::ANNOTATION_STANZA_ATTEMPT),
+        annotation(naming::ANNOTATION_PGBACKREST_CONFIG),
+    )
+}
+
+/// What the Job controller writes when a Job reached its backoff limit `ago` before now.
+async fn give_up_on(h: &Harness, name: &str, ago: std::time::Duration) {
+    let at = Timestamp::now() - ago;
+    h.jobs()
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {
+                "startTime": "2024-05-01T10:00:00Z", "failed": 7,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                "lastTransitionTime": at.to_string()}]}})),
+        )
+        .await
+        .expect("job status patched");
+}
+
+/// A stanza Job that reached its backoff limit is replaced by the operator itself: not at
+/// once (no hot loop), but after a backoff that doubles per attempt, and at once when the
+/// pgBackRest configuration it ran with changed; each step says so in an Event. Before, the
+/// cluster stayed `StanzaCreateFailed` until someone deleted the Job by hand.
+#[tokio::test]
+async fn a_failed_stanza_job_is_replaced_after_a_backoff_or_when_the_configuration_changes() {
+    use std::time::Duration;
+    let h = Harness::new(manifest(1, "", "")).await;
+    h.reconcile().await;
+    let instance = h.instance_sets().await[0].metadata.name.clone().unwrap();
+    h.primary_pod(&instance).await;
+    h.reconcile().await;
+    let (first_uid, attempt, config) = stanza_job(&h).await;
+    assert_eq!(attempt, "1");
+    assert_eq!(config.len(), 64, "a SHA-256 of the configuration: {config}");
+
+    // Just failed: reported with one Warning, kept for the backoff, however often reconciled.
+    give_up_on(&h, "hippo-stanza-create", Duration::ZERO).await;
+    h.reconcile().await;
+    h.reconcile().await;
+    assert_eq!(stanza_job(&h).await.0, first_uid, "not replaced at once");
+    let ready = h.condition("BackupsReady").await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "StanzaCreateFailed")
+    );
+    assert!(
+        ready.message.contains("attempt 1") && ready.message.contains("runs again at"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        h.event_notes("Warning", "StanzaCreateFailed").await.len(),
+        1
+    );
+    assert!(h.events_with_reason("StanzaCreateRetried").await.is_empty());
+
+    // The first backoff (2 min) is over: a new Job, attempt 2, and a Normal Event saying why.
+    give_up_on(&h, "hippo-stanza-create", Duration::from_secs(3 * 60)).await;
+    h.reconcile().await;
+    let (second_uid, attempt, _) = stanza_job(&h).await;
+    assert_ne!(second_uid, first_uid, "the failed Job was replaced");
+    assert_eq!(attempt, "2");
+    let retried = h.event_notes("Normal", "StanzaCreateRetried").await;
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert!(
+        retried[0].contains("attempt 1") && retried[0].contains("2 min"),
+        "{}",
+        retried[0]
+    );
+    assert_eq!(h.condition("BackupsReady").await.reason, "StanzaNotCreated");
+
+    // Attempt 2 failed 3 min ago: its backoff is 4 min, so it is kept.
+    give_up_on(&h, "hippo-stanza-create", Duration::from_secs(3 * 60)).await;
+    h.reconcile().await;
+    assert_eq!(stanza_job(&h).await.0, second_uid);
+    assert_eq!(
+        h.event_notes("Warning", "StanzaCreateFailed").await.len(),
+        2
+    );
+
+    // A change of the pgBackRest configuration (the likely fix) replaces it at once, and the
+    // count starts again.
+    h.edit(|c| {
+        let pgbackrest = &mut c.spec.backups.as_mut().unwrap().pgbackrest;
+        pgbackrest
+            .global
+            .get_or_insert_with(Default::default)
+            .insert(
+                "repo1-retention-full".into(),
+                tusk_api::types::StringOrNumber::Int(2),
+            );
+    })
+    .await;
+    h.reconcile().await;
+    let (third_uid, attempt, third_config) = stanza_job(&h).await;
+    assert_ne!(third_uid, second_uid);
+    assert_eq!(attempt, "1");
+    assert_ne!(third_config, config);
+    let retried = h.event_notes("Normal", "StanzaCreateRetried").await;
+    assert!(
+        retried
+            .iter()
+            .any(|n| n.contains("earlier pgBackRest configuration")),
+        "{retried:?}"
+    );
+
+    // Success ends it: the stanza is recorded and the Job is left alone from then on.
+    h.finish_job("hippo-stanza-create", true).await;
+    h.reconcile().await;
+    assert_eq!(h.condition("BackupsReady").await.status, "True");
+    give_up_on(&h, "hippo-stanza-create", Duration::from_secs(3600)).await;
+    h.reconcile().await;
+    assert_eq!(stanza_job(&h).await.0, third_uid);
+}
+
 /// `WALArchiving` claims health only once a segment was archived: figures with neither a
 /// success nor a failure are `Unknown` (they were `True ArchiveHealthy`, reported while
 /// archiving in fact failed), without a Warning; the first archived segment makes it `True`.

@@ -2,7 +2,8 @@
 //! `spec.backups.pgbackrest.repos[].schedules`, the manual backup Job `<c>-backup-<hash>` the
 //! `tusk.rs/pgbackrest-backup` annotation asks for, the `<c>-stanza-create` Job, and the
 //! ServiceAccount, Role and RoleBinding `<c>-pgbackrest` they all run as. The one-shot Jobs
-//! are created (never updated: a Job's template is immutable) by `controller::backups`.
+//! are created (never updated: a Job's template is immutable) by `controller::backups`; a
+//! failed stanza Job is replaced as `controller::stanza` decides.
 //!
 //! Why the Job execs pgBackRest in another pod instead of running it itself: pgBackRest runs a
 //! backup only where the repository is local and PostgreSQL remote, or the other way round
@@ -287,16 +288,44 @@ pub fn stanza_create_job(cluster: &ValidatedCluster, image: &str) -> Option<Job>
         image,
     );
     spec.backoff_limit = Some(STANZA_CREATE_RETRIES);
+    let mut metadata = object_meta(
+        cluster,
+        cluster.names.stanza_create_job(),
+        &backup_metadata(cluster, backups),
+        labels,
+    );
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            naming::ANNOTATION_PGBACKREST_CONFIG.to_owned(),
+            stanza_config_fingerprint(cluster, &spec),
+        );
     Some(Job {
-        metadata: object_meta(
-            cluster,
-            cluster.names.stanza_create_job(),
-            &backup_metadata(cluster, backups),
-            labels,
-        ),
+        metadata,
         spec: Some(spec),
         status: None,
     })
+}
+
+/// Fingerprint (SHA-256, hex) of what the stanza-create Job `spec` runs with: Tusk's
+/// pgBackRest file of the instances (every repo and `global` option; the repo host's file is
+/// made from the same settings), the user's `configuration` projections as referenced (their
+/// content is the user's and not read by the operator) and the Job's pod (image, command,
+/// placement). The controller replaces a failed stanza Job at once when this changes.
+pub fn stanza_config_fingerprint(cluster: &ValidatedCluster, spec: &JobSpec) -> String {
+    let instance_file = tusk_config::pgbackrest::instance_conf(
+        cluster,
+        &super::pgbackrest::repo_host_pod_host(cluster),
+    )
+    .unwrap_or_default();
+    let projections = cluster
+        .backups
+        .as_ref()
+        .map(|b| serde_json::to_string(&b.configuration).expect("projections serialize"))
+        .unwrap_or_default();
+    let pod = serde_json::to_string(&spec.template).expect("a pod template serializes");
+    super::patroni_config::config_hash(&format!("{instance_file}\n{projections}\n{pod}"))
 }
 
 /// One CronJob per schedule of every repo, in repo order then full, diff, incr.

@@ -1,6 +1,7 @@
 //! The backup step of the reconcile, after `apply`: creates the one-shot pgBackRest Jobs the
-//! cluster needs (`<c>-stanza-create` once the primary is up, `<c>-backup-<hash>` for a new
-//! `tusk.rs/pgbackrest-backup` annotation value), reads back every backup Job's status into
+//! cluster needs (`<c>-stanza-create` once the primary is up, replaced when it failed as
+//! `super::stanza` decides; `<c>-backup-<hash>` for a new `tusk.rs/pgbackrest-backup`
+//! annotation value), reads back every backup Job's status into
 //! `status.pgbackrest` (`manualBackup`, `scheduledBackups`, `repos[].stanzaCreated`,
 //! `lastBackupCompletion`), and decides the `BackupsReady` and `WALArchiving` conditions and
 //! the Warning Events of new failures.
@@ -261,10 +262,8 @@ pub fn report(inputs: &BackupInputs, manual_id: Option<&str>) -> BackupReport {
     };
     let previous = inputs.current.pgbackrest.clone().unwrap_or_default();
     let mut events = Vec::new();
-    let stanza = inputs
-        .jobs
-        .get(&cluster.names.stanza_create_job())
-        .map(|job| job_status("stanza-create", None, job));
+    let stanza_job = inputs.jobs.get(&cluster.names.stanza_create_job());
+    let stanza = stanza_job.map(|job| job_status("stanza-create", None, job));
     let stanza_created = stanza.as_ref().is_some_and(job_succeeded)
         || previous
             .repos
@@ -304,7 +303,23 @@ pub fn report(inputs: &BackupInputs, manual_id: Option<&str>) -> BackupReport {
             ));
         }
     }
-    let backups_ready = backups_ready(stanza.as_ref(), stanza_created, &latest);
+    let stanza_failure = stanza_job
+        .filter(|_| stanza.as_ref().is_some_and(job_failed))
+        .map(|job| super::stanza::failure_message(cluster, job));
+    let backups_ready = backups_ready(stanza_failure, stanza_created, &latest);
+    // One Warning per failed attempt: the message names the attempt, so it changes only then.
+    if backups_ready.reason == REASON_STANZA_FAILED
+        && !inputs.current.conditions.iter().any(|c| {
+            c.type_ == BACKUPS_READY
+                && c.reason == REASON_STANZA_FAILED
+                && c.message == backups_ready.message
+        })
+    {
+        let mut event = warning(REASON_STANZA_FAILED, backups_ready.message.clone());
+        // Related to the failed Job: each attempt is its own Event (see `job_reference`).
+        event.secondary = stanza_job.map(super::stanza::job_reference);
+        events.push(event);
+    }
     let last_backup_completion = latest
         .iter()
         .filter(|j| job_succeeded(j))
@@ -353,20 +368,18 @@ fn repo_statuses(backups: &BackupSettings, stanza_created: bool) -> Vec<RepoStat
         .collect()
 }
 
+/// `stanza_failure`: the message of a stanza Job that failed (`stanza::failure_message`).
 fn backups_ready(
-    stanza: Option<&BackupJobStatus>,
+    stanza_failure: Option<String>,
     stanza_created: bool,
     latest: &[&BackupJobStatus],
 ) -> Verdict {
     if !stanza_created {
-        return match stanza {
-            Some(s) if job_failed(s) => Verdict {
+        return match stanza_failure {
+            Some(message) => Verdict {
                 ok: false,
                 reason: REASON_STANZA_FAILED,
-                message: format!(
-                    "Job {} could not create the pgBackRest stanza",
-                    s.job_name.as_deref().unwrap_or_default()
-                ),
+                message,
             },
             _ => Verdict {
                 ok: false,
@@ -406,13 +419,12 @@ fn warning(reason: &str, note: String) -> Event {
     }
 }
 
-/// The Jobs to create now (pure): the stanza Job once a primary exists, and the manual backup
-/// Job of a new annotation value. A backup annotation without `spec.backups.pgbackrest.manual`
-/// gives a Warning instead (returned second).
+/// The manual backup Job to create now (pure), for a new annotation value. A backup
+/// annotation without `spec.backups.pgbackrest.manual` gives a Warning instead (returned
+/// second). The stanza Job is `super::stanza`'s.
 pub fn jobs_to_create(
     cluster: &ValidatedCluster,
     image: &str,
-    primary: Option<&str>,
     manual_id: Option<&str>,
     current: &PostgresClusterStatus,
     jobs: &BTreeMap<String, Job>,
@@ -430,17 +442,6 @@ pub fn jobs_to_create(
         return (Vec::new(), manual_id.map(not_configured));
     };
     let mut create = Vec::new();
-    let stanza_recorded = current
-        .pgbackrest
-        .as_ref()
-        .is_some_and(|p| p.repos.iter().any(|r| r.stanza_created == Some(true)));
-    if primary.is_some()
-        && !cluster.shutdown
-        && !stanza_recorded
-        && !jobs.contains_key(&cluster.names.stanza_create_job())
-    {
-        create.extend(backup_jobs::stanza_create_job(cluster, image));
-    }
     let mut warn = None;
     if let Some(id) = manual_id {
         let name = cluster.names.manual_backup_job(id);
@@ -471,8 +472,24 @@ pub async fn run(
     let namespace = validated.namespace.as_str();
     let mut jobs = list_jobs(client, namespace, validated.name()).await?;
     let manual_id = requested_backup(cluster);
-    let (create, warn) = jobs_to_create(validated, image, primary, manual_id, current, &jobs);
+    let (mut create, warn) = jobs_to_create(validated, image, manual_id, current, &jobs);
     let mut created_events = Vec::new();
+    let stanza_job = validated.names.stanza_create_job();
+    let step = super::stanza::next_step(&super::stanza::StanzaInputs {
+        cluster: validated,
+        image,
+        primary: primary.is_some(),
+        stanza_recorded: current
+            .pgbackrest
+            .as_ref()
+            .is_some_and(|p| p.repos.iter().any(|r| r.stanza_created == Some(true))),
+        existing: jobs.get(&stanza_job),
+        now: super::status::now(),
+    });
+    let (stanza_create, retried) =
+        super::stanza::apply_step(client, namespace, step, &mut jobs).await?;
+    create.splice(0..0, stanza_create);
+    created_events.extend(retried);
     for job in create {
         let created = create_job(client, cluster, job).await?;
         let name = created.metadata.name.clone().unwrap_or_default();

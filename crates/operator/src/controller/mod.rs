@@ -19,6 +19,7 @@ pub mod patroni_dcs;
 pub mod restore;
 pub mod root_ca;
 pub mod sql;
+pub mod stanza;
 pub mod status;
 
 use std::sync::Arc;
