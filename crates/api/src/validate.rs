@@ -94,6 +94,20 @@ pub fn validate(cluster: &PostgresCluster) -> Result<ValidatedCluster, Validatio
             ),
         );
     }
+    // The CRD's transition rule (`self == oldSelf`), for servers without CEL: the major the
+    // cluster was created with, as the operator recorded it.
+    if let Some(recorded) = cluster.status.as_ref().and_then(|s| s.postgres_version) {
+        if recorded != spec.postgres_version {
+            errs.push(
+                "spec.postgresVersion",
+                format!(
+                    "cannot change in place from {recorded} (status.postgresVersion) to {}; a \
+                     major upgrade is a separate operation",
+                    spec.postgres_version
+                ),
+            );
+        }
+    }
     let port = port_field(&mut errs, "spec.port", spec.port, 1024, DEFAULT_PORT);
 
     let metadata = metadata_settings(&mut errs, "spec.metadata", spec.metadata.as_ref());

@@ -361,6 +361,33 @@ fn postgres_version_cannot_change_in_place() {
     assert_eq!(cel_failures(&schema, &scaled, Some(&old)), vec![]);
 }
 
+/// The transition rule's equivalent for servers without CEL (the CRD variant of
+/// `deploy/crds/without-cel/`): `validate` holds `spec.postgresVersion` to the major the
+/// operator recorded in `status.postgresVersion` when the cluster was first reconciled.
+#[test]
+fn validate_holds_postgres_version_to_the_recorded_major_as_the_transition_rule_does() {
+    let cluster = |version: i32, recorded: Option<i32>| {
+        let mut m = edit(minimal(), |m| m["spec"]["postgresVersion"] = json!(version));
+        if let Some(recorded) = recorded {
+            m["status"] = json!({ "postgresVersion": recorded });
+        }
+        serde_json::from_value::<PostgresCluster>(m).unwrap()
+    };
+    let errors = tusk_api::validate(&cluster(16, Some(15))).unwrap_err();
+    assert_eq!(errors.paths(), ["spec.postgresVersion"]);
+    assert!(
+        errors
+            .to_string()
+            .contains("cannot change in place from 15"),
+        "{errors}"
+    );
+    assert!(tusk_api::validate(&cluster(15, Some(15))).is_ok());
+    assert!(
+        tusk_api::validate(&cluster(16, None)).is_ok(),
+        "a new cluster may use any supported major, as with CEL (no oldSelf)"
+    );
+}
+
 #[test]
 fn patroni_timing_rule_agrees_with_validate_at_the_boundary() {
     let schema = crd_schema();

@@ -24,8 +24,14 @@ struct Cli {
 enum Command {
     /// Run the Kubernetes operator (watches PostgresClusters until SIGTERM).
     Operator(operator::OperatorArgs),
-    /// Print the PostgresCluster CustomResourceDefinition (YAML).
-    Crd,
+    /// Print the PostgresCluster CustomResourceDefinition (YAML), for Kubernetes 1.28 and
+    /// later unless `--without-cel`.
+    Crd {
+        /// The variant for Kubernetes 1.20 to 1.27: no CEL validation rules (the operator
+        /// enforces them itself) and no `null` enum values (deploy/crds/without-cel/).
+        #[arg(long)]
+        without_cel: bool,
+    },
     /// Print every Kubernetes object the operator would create for a manifest, on an empty
     /// namespace. Secrets carry placeholders, never real passwords or keys.
     Render {
@@ -43,7 +49,8 @@ fn main() -> ExitCode {
     tusk_local::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => print_stdout(&tusk_api::crd::crd_yaml()),
+        Command::Crd { without_cel: false } => print_stdout(&tusk_api::crd::crd_yaml()),
+        Command::Crd { without_cel: true } => print_stdout(&tusk_api::crd::crd_yaml_without_cel()),
         Command::Render { file } => render::run(&file),
         Command::Operator(args) => operator::run(args),
         Command::Local(args) => local::run(args),

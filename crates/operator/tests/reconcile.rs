@@ -302,6 +302,41 @@ async fn invalid_spec_is_reported_and_touches_nothing() {
     assert!(warning.note.unwrap_or_default().contains("spec.instances"));
 }
 
+/// The CRD's transition rule (`spec.postgresVersion` cannot change in place) on a server
+/// without CEL (the fake one here, Kubernetes before 1.28 with deploy/crds/without-cel/): the
+/// first reconcile records the major in `status.postgresVersion`, and a later edit of it is an
+/// invalid spec naming the field, which changes no object.
+#[tokio::test]
+async fn an_in_place_major_change_is_refused_without_cel() {
+    let h = harness(1).await;
+    h.reconcile().await;
+    let status = h.cluster().await.status.unwrap();
+    assert_eq!(status.postgres_version, Some(15));
+    let before = h.objects().await;
+
+    h.edit(|c| c.spec.postgres_version = 16).await;
+    h.reconcile().await;
+
+    assert_eq!(h.objects().await, before, "no object touched");
+    let degraded = h.condition("Degraded").await;
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert!(
+        degraded
+            .message
+            .starts_with("spec.postgresVersion: cannot change in place from 15"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(
+        h.cluster().await.status.unwrap().postgres_version,
+        Some(15),
+        "the recorded major stays"
+    );
+}
+
 #[tokio::test]
 async fn second_reconcile_of_an_unchanged_cluster_changes_nothing() {
     let h = harness(2).await;

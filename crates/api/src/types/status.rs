@@ -17,6 +17,11 @@ pub struct PostgresClusterStatus {
     /// Name of the instance Patroni elected leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
+    /// The PostgreSQL major the cluster was created with, recorded by its first reconcile.
+    /// `spec.postgresVersion` must stay equal to it (the operator enforces this too, for API
+    /// servers without the CRD's CEL rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_version: Option<i32>,
     /// Ready instances out of desired, e.g. `2/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_instances: Option<String>,

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::serde::Deserialize;
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::Client;
 use serde_json::Value;
@@ -23,28 +23,61 @@ use super::{eventually, repo_root};
 /// `(namespace, kind, name)`.
 pub type Key = (String, String, String);
 
-/// Installs the checked-in CRD and waits until the server serves it.
-///
-/// One adaptation, and only this one: the literal `null` that kube-rs lists in the `enum` of
-/// an optional enum field (beside `nullable: true`) is dropped. kube-apiserver before 1.20.11
-/// refuses any CRD holding a null enum value ("per-version schemas may not all be set to
-/// identical values": kubernetes/kubernetes#104969, fixed in 1.20.11 / 1.21.5 / 1.22.2), and
-/// Debian's source package is 1.20.2. Current servers take the CRD as it is.
-pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
-    let path = repo_root().join("deploy/crds/postgresclusters.tusk.rs.yaml");
-    let text = std::fs::read_to_string(&path).expect("the checked-in CRD");
-    let mut crd: Value = serde_yaml::from_str(&text).expect("the CRD parses");
-    let removed = remove_null_enum_values(&mut crd);
-    assert!(
-        removed > 0,
-        "no null enum value left to adapt: drop the adaptation"
-    );
-    let crd: CustomResourceDefinition = serde_json::from_value(crd).expect("a CRD");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.metadata.name.clone().expect("the CRD has a name");
-    api.create(&PostParams::default(), &crd)
+/// Which checked-in CRD a user installs on Kubernetes `major.minor`: `deploy/crds/` from 1.28
+/// on, `deploy/crds/without-cel/` before (the README's table). Servers before 1.28 refuse the
+/// main CRD under server-side apply (`x-kubernetes-validations` before CEL existed, its
+/// `fieldPath` before 1.28), and kube-apiserver before 1.20.11 refuses its `null` enum values
+/// (kubernetes/kubernetes#104969); the variant has neither.
+pub fn crd_file_for(major: u32, minor: u32) -> std::path::PathBuf {
+    let crds = repo_root().join("deploy/crds");
+    let file = "postgresclusters.tusk.rs.yaml";
+    if (major, minor) >= (1, 28) {
+        crds.join(file)
+    } else {
+        crds.join("without-cel").join(file)
+    }
+}
+
+/// The server's `(major, minor)`; a minor such as `20+` counts as 20.
+pub async fn server_version(client: &Client) -> (u32, u32) {
+    let info = client
+        .apiserver_version()
         .await
-        .unwrap_or_else(|e| panic!("the server refused the CRD {name}: {e}"));
+        .expect("the server's version");
+    let number = |s: &str| -> u32 {
+        s.trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .unwrap_or_else(|e| panic!("server version {info:?}: {e}"))
+    };
+    (number(&info.major), number(&info.minor))
+}
+
+/// Installs the CRD as a user would on this server: the file [`crd_file_for`] its version,
+/// exactly as checked in, with server-side apply (`kubectl apply --server-side`); then waits
+/// until the server serves it.
+pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
+    let (major, minor) = server_version(client).await;
+    let path = crd_file_for(major, minor);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the checked-in CRD {}: {e}", path.display()));
+    let crd: Value = serde_yaml::from_str(&text).expect("the CRD parses");
+    let name = crd["metadata"]["name"]
+        .as_str()
+        .expect("the CRD has a name")
+        .to_owned();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("tusk-install"),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "Kubernetes {major}.{minor} refused {} under server-side apply: {e}",
+            path.display()
+        )
+    });
     eventually(
         "the CRD to be Established",
         Duration::from_secs(60),
@@ -61,23 +94,6 @@ pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
         },
     )
     .await
-}
-
-/// Drops `null` from every `enum` list in `schema`; returns how many it dropped.
-pub fn remove_null_enum_values(schema: &mut Value) -> usize {
-    match schema {
-        Value::Object(map) => {
-            let mut removed = 0;
-            if let Some(Value::Array(values)) = map.get_mut("enum") {
-                let before = values.len();
-                values.retain(|v| !v.is_null());
-                removed += before - values.len();
-            }
-            removed + map.values_mut().map(remove_null_enum_values).sum::<usize>()
-        }
-        Value::Array(items) => items.iter_mut().map(remove_null_enum_values).sum(),
-        _ => 0,
-    }
 }
 
 pub async fn create_namespace(client: &Client, name: &str) {

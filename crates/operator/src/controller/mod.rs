@@ -307,6 +307,9 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     };
     let now = status::now();
     let mut next = status::next_status(&current, generation, &outcome, now);
+    // Once recorded, `validate` holds `spec.postgresVersion` to it (the CEL rule's meaning).
+    next.postgres_version
+        .get_or_insert(validated.postgres_version as i32);
     backups::write_status(&mut next, &backup, &restored, generation, now);
     let (users_ready, reason, message) = sql_outcome.condition();
     status::set_condition(
