@@ -52,6 +52,12 @@ pub const ANNOTATION_PGBACKREST_CONFIG: &str = "tusk.rs/pgbackrest-config";
 /// On the stanza-create Job: which attempt it is (1, 2, ...), for the backoff between them.
 pub const ANNOTATION_STANZA_ATTEMPT: &str = "tusk.rs/stanza-create-attempt";
 pub const ANNOTATION_TRIGGER_SWITCHOVER: &str = "tusk.rs/trigger-switchover";
+/// On Patroni's failover Endpoints (`<scope>-failover`), beside Patroni's own `leader` and
+/// `member`: the trigger value, the timeline and the lock holder a switchover request was
+/// written for, so the operator knows the request as its own after a restart.
+pub const ANNOTATION_SWITCHOVER_TRIGGER: &str = "tusk.rs/switchover-trigger";
+pub const ANNOTATION_SWITCHOVER_TIMELINE: &str = "tusk.rs/switchover-timeline";
+pub const ANNOTATION_SWITCHOVER_FROM: &str = "tusk.rs/switchover-from";
 /// Hash of the rendered configuration a pod template was built from.
 pub const ANNOTATION_CONFIG_HASH: &str = "tusk.rs/config-hash";
 /// Hash of an object as the operator last applied it: an object whose hash and fields still
@@ -75,6 +81,8 @@ pub const APP_PART_OF: &str = "app.kubernetes.io/part-of";
 pub const CONTAINER_DATABASE: &str = "database";
 pub const CONTAINER_PGBACKREST: &str = "pgbackrest";
 pub const CONTAINER_PGBACKREST_CONFIG: &str = "pgbackrest-config";
+/// Init container creating the directories pgBackRest writes to but does not create itself.
+pub const CONTAINER_PGBACKREST_LOG_DIR: &str = "pgbackrest-log-dir";
 pub const CONTAINER_EXPORTER: &str = "exporter";
 pub const CONTAINER_PGBOUNCER: &str = "pgbouncer";
 pub const CONTAINER_PGBOUNCER_CONFIG: &str = "pgbouncer-config";
@@ -86,8 +94,6 @@ pub const ROOT_CA_SECRET: &str = "tusk-root-cacert";
 /// The replication role; its client certificate's CN.
 /// The DNS domain of Kubernetes Services (`<svc>.<ns>.svc.cluster.local`).
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
-/// Init container creating the directories pgBackRest writes to but does not create itself.
-pub const CONTAINER_PGBACKREST_LOG_DIR: &str = "pgbackrest-log-dir";
 pub const REPLICATION_USER: &str = "_tusk_repl";
 /// CN of the operator's own client certificate: pg_ident maps exactly this name to the
 /// superuser for TLS connections with a certificate (the operator's SQL step).
@@ -211,6 +217,14 @@ impl ClusterNames {
     /// Patroni's configuration Endpoints (`<scope>-config`), pre-created so it is owned.
     pub fn patroni_config_service(&self) -> String {
         self.derived("ha-config")
+    }
+    /// Patroni's failover key (`<scope>-failover` Endpoints): a requested switchover/failover.
+    pub fn patroni_failover(&self) -> String {
+        self.derived("ha-failover")
+    }
+    /// Patroni's synchronous replication state (`<scope>-sync` Endpoints).
+    pub fn patroni_sync(&self) -> String {
+        self.derived("ha-sync")
     }
     /// Headless Service giving every pod a stable DNS name.
     pub fn pods_service(&self) -> String {

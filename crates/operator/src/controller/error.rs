@@ -116,6 +116,8 @@ pub enum Error {
     Backups(#[from] super::backups::BackupsError),
     #[error(transparent)]
     PatroniDcs(#[from] super::patroni_dcs::PatroniDcsError),
+    #[error(transparent)]
+    Switchover(#[from] super::switchover::SwitchoverError),
 }
 
 impl Error {
@@ -135,6 +137,7 @@ impl Error {
             Error::Status(StatusError::PatchStatus { .. }) => "PatchStatusFailed",
             Error::Backups(e) => e.reason(),
             Error::PatroniDcs(e) => e.reason(),
+            Error::Switchover(e) => e.reason(),
         }
     }
 }

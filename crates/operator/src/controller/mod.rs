@@ -1,8 +1,8 @@
 //! The reconcile of one `PostgresCluster`, as a pipeline you can read top to bottom:
 //!
 //! dereference -> validate -> custom TLS -> plan -> restore gate -> material -> build (pure)
-//! -> apply -> Patroni's dynamic configuration -> SQL (users, service roles) -> backup and
-//! restore Jobs -> status
+//! -> apply -> Patroni's dynamic configuration -> requested switchover -> SQL (users, service
+//! roles) -> backup and restore Jobs -> status
 //!
 //! Only `dereference` (with `custom_tls`'s read), `apply` and `status` hold the client. An
 //! invalid spec, unusable custom TLS Secrets or `spec.paused` stop the pipeline before
@@ -21,6 +21,7 @@ pub mod root_ca;
 pub mod sql;
 pub mod stanza;
 pub mod status;
+pub mod switchover;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -249,6 +250,16 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     let dcs = patroni_dcs::reconcile_dynamic_configuration(&ctx.client, &validated, instances_held)
         .await?;
     patroni_dcs::publish_outcome(cluster, ctx, &dcs).await;
+    let instances: Vec<String> = plan.instances().map(|(_, i)| i.to_owned()).collect();
+    let switched = switchover::reconcile_switchover(
+        &ctx.client,
+        cluster,
+        &validated,
+        &instances,
+        instances_held,
+    )
+    .await?;
+    switchover::publish_report(cluster, ctx, &switched).await;
     // SQL first: it reads the primary's `pg_stat_archiver`, which the backup step turns into
     // the `WALArchiving` condition in this same reconcile.
     let sql_outcome = sql::reconcile_sql(
@@ -311,6 +322,7 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
     next.postgres_version
         .get_or_insert(validated.postgres_version as i32);
     backups::write_status(&mut next, &backup, &restored, generation, now);
+    switchover::write_status(&mut next, &switched, generation, now);
     let (users_ready, reason, message) = sql_outcome.condition();
     status::set_condition(
         &mut next.conditions,
@@ -342,7 +354,9 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         && !holding_for_wal
         && !dcs.retry_soon()
         && !matches!(sql_outcome, sql::SqlOutcome::Failed { .. });
-    Ok(Action::requeue(if settled {
+    Ok(Action::requeue(if switched.in_flight {
+        switchover::POLL
+    } else if settled {
         RESYNC
     } else {
         RESYNC_PROGRESSING

@@ -258,7 +258,8 @@ pub fn now() -> Timestamp {
 }
 
 /// Writes `next` when it differs from `current`; returns whether it wrote. A JSON merge patch
-/// with explicit nulls for fields that disappeared (a merge patch keeps what it omits).
+/// with explicit nulls for fields that disappeared, at any depth (a merge patch keeps what it
+/// omits, so `status.patroni.switchoverTimeline` going away needs its null).
 pub async fn patch_status(
     client: &Client,
     cluster: &PostgresCluster,
@@ -269,14 +270,10 @@ pub async fn patch_status(
         return Ok(false);
     }
     let mut body = serde_json::to_value(next).expect("status serializes");
-    if let (Value::Object(new), Value::Object(old)) = (
+    null_removed(
         &mut body,
-        serde_json::to_value(current).expect("status serializes"),
-    ) {
-        for key in old.keys() {
-            new.entry(key.clone()).or_insert(Value::Null);
-        }
-    }
+        &serde_json::to_value(current).expect("status serializes"),
+    );
     let namespace = cluster.metadata.namespace.as_deref().unwrap_or("default");
     let name = cluster.metadata.name.as_deref().unwrap_or_default();
     let api: Api<PostgresCluster> = Api::namespaced(client.clone(), namespace);
@@ -290,9 +287,44 @@ pub async fn patch_status(
     Ok(true)
 }
 
+/// Adds an explicit null to `new` for every object key of `old` it lacks, recursing into
+/// objects both have (arrays are replaced whole by a merge patch).
+fn null_removed(new: &mut Value, old: &Value) {
+    if let (Value::Object(new), Value::Object(old)) = (new, old) {
+        for (key, old_value) in old {
+            match new.get_mut(key) {
+                Some(new_value) => null_removed(new_value, old_value),
+                None => {
+                    new.insert(key.clone(), Value::Null);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_that_disappear_at_any_depth_become_nulls() {
+        let mut new = serde_json::json!({"patroni": {"switchover": "a"}, "phase": "Running"});
+        let old = serde_json::json!({
+            "patroni": {"switchover": "b", "switchoverTimeline": 3},
+            "primary": "x",
+            "conditions": [{"type": "Ready"}]
+        });
+        null_removed(&mut new, &old);
+        assert_eq!(
+            new,
+            serde_json::json!({
+                "patroni": {"switchover": "a", "switchoverTimeline": null},
+                "phase": "Running",
+                "primary": null,
+                "conditions": null
+            })
+        );
+    }
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()
