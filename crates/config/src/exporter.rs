@@ -302,6 +302,13 @@ pub fn exporter_env(connection: &Connection) -> BTreeMap<String, String> {
     if let Some(ca) = &connection.sslrootcert {
         params.push(format!("sslrootcert={ca}"));
     }
+    if connection.sslmode == "verify-ca" {
+        // The exporter's lib/pq (1.10.5 and later) sends the host as TLS SNI and then checks
+        // the certificate against that name even in verify-ca mode: in a pod, `localhost`
+        // against a certificate naming the Services failed every scrape (pg_up 0). Without
+        // SNI it verifies the chain only, as verify-ca means.
+        params.push("sslsni=0".to_owned());
+    }
     BTreeMap::from([
         (
             "DATA_SOURCE_URI".to_owned(),
@@ -475,7 +482,7 @@ mod tests {
         });
         assert_eq!(
             env["DATA_SOURCE_URI"],
-            "127.0.0.1:5432/postgres?sslmode=verify-ca&sslrootcert=/tls/ca.crt"
+            "127.0.0.1:5432/postgres?sslmode=verify-ca&sslrootcert=/tls/ca.crt&sslsni=0"
         );
         assert_eq!(env["DATA_SOURCE_USER"], "_tusk_exporter");
         assert!(!env.contains_key("DATA_SOURCE_NAME"));
