@@ -536,3 +536,69 @@ cmd_push() {
     skopeo copy --quiet --dest-tls-verify=false "oci-archive:$archive" "docker://$REGISTRY/$ref" >/dev/null
     echo "$REGISTRY/$ref"
 }
+
+# --- install -----------------------------------------------------------------------------------
+
+# Tusk on the node, as a user installs it: the images built from images/ (scripts/build-images,
+# cached by content) pushed to the node's registry, then `kubectl apply --server-side -k` of an
+# overlay of the install for this server's version (deploy/kustomize-without-cel: the node is
+# 1.20) that changes nothing but the images; waits for the operator's rollout. Prints
+# `<image> <reference>` for the database and operator images. Re-running with the same inputs
+# changes nothing.
+cmd_install() {
+    local dir binary="$REPO_ROOT/target/release/tusk" built name archive ref tag
+    dir="$(cd "$1" && pwd)"
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --binary) binary="${2:?--binary needs a path}" && shift ;;
+        *) die "install: unknown argument $1" ;;
+        esac
+        shift
+    done
+    node_vars "$dir"
+    built="$("$REPO_ROOT/scripts/build-images" postgres operator --binary "$binary")" ||
+        die "scripts/build-images failed"
+    local database="" operator=""
+    while read -r name archive ref; do
+        tag="${ref##*:}"
+        case "$name" in
+        postgres) database="$(cmd_push "$dir" "$archive" "tusk/postgres:$tag")" ;;
+        operator) operator="$(cmd_push "$dir" "$archive" "tusk/operator:$tag")" ;;
+        esac
+    done <<<"$built"
+    [ -n "$database" ] && [ -n "$operator" ] || die "scripts/build-images printed no image: $built"
+    local overlay="$dir/install" base
+    mkdir -p "$overlay"
+    # kustomize refuses absolute resource paths.
+    base="$(realpath --relative-to="$overlay" "$REPO_ROOT/deploy/kustomize-without-cel")"
+    cat >"$overlay/kustomization.yaml" <<YAML
+# Written by scripts/kube-testenv install: the install with the images built from this tree.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $base
+images:
+  - name: ghcr.io/tusk-rs/tusk-operator
+    newName: ${operator%:*}
+    newTag: "${operator##*:}"
+patches:
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: tusk-operator, namespace: tusk-system}
+      spec:
+        template:
+          spec:
+            containers:
+              - name: operator
+                env:
+                  - {name: RELATED_IMAGE_POSTGRES_15, value: "$database"}
+YAML
+    kubectl --kubeconfig "$dir/kubeconfig" apply --server-side --force-conflicts -k "$overlay" >&2 ||
+        die "kubectl apply -k $overlay failed"
+    kubectl --kubeconfig "$dir/kubeconfig" rollout status -n tusk-system deployment/tusk-operator \
+        --timeout=300s >&2 || die "the operator did not roll out"
+    echo "postgres $database"
+    echo "operator $operator"
+}

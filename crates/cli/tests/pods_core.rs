@@ -89,7 +89,7 @@ fn superuser_sql(node: &Node, namespace: &str, pod: &str, sql: &str) -> String {
 async fn setup() -> Option<(Node, Client, Installed)> {
     let node = Node::acquire()?;
     let client = node.client().await;
-    let installed = install_operator(&node, &client).await;
+    let installed = install_operator(&node);
     Some((node, client, installed))
 }
 
