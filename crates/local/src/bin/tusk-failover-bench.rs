@@ -21,7 +21,7 @@ mod ha;
 
 use std::time::{Duration, Instant};
 
-use ha::{manifest, Ack, Cluster, ManifestEdit, Writer};
+use ha::{first_ack_after, longest_gap_around, manifest, Cluster, ManifestEdit, Writer};
 
 const USAGE: &str = "usage: tusk-failover-bench [--trials N]   (N >= 1, default 3)";
 
@@ -133,7 +133,7 @@ fn run_trial(network: &str, manifest_text: &str) -> Result<Trial, String> {
 
     let old = cluster.leader();
     let (_, killed_at) = cluster.crash_member_timed(&old);
-    trial.crash_to_write = first_ack_after(&writer, killed_at)?;
+    trial.crash_to_write = first_ack_after(&writer, killed_at, PHASE_LIMIT)?;
     cluster
         .up(&file)
         .map_err(|e| format!("up after the crash: {e}"))?;
@@ -146,7 +146,7 @@ fn run_trial(network: &str, manifest_text: &str) -> Result<Trial, String> {
         .find(|m| m.name == old)
         .and_then(|m| m.pids.patroni);
     let stopped_at = cluster.terminate_patroni(&old);
-    trial.sigterm_to_write = first_ack_after(&writer, stopped_at)?;
+    trial.sigterm_to_write = first_ack_after(&writer, stopped_at, PHASE_LIMIT)?;
     if let Some(pid) = patroni {
         let marker = cluster.layout().member(&old).config();
         tusk_local::system::wait_gone(pid, &marker.to_string_lossy(), PHASE_LIMIT);
@@ -162,51 +162,9 @@ fn run_trial(network: &str, manifest_text: &str) -> Result<Trial, String> {
     let switch_end = Instant::now();
     writer.wait_acks_since(switch_end, 50, PHASE_LIMIT);
     let acks = writer.stop();
-    trial.switchover_gap =
-        longest_gap(&acks, switch_start, switch_end).ok_or("no commits around the switchover")?;
+    trial.switchover_gap = longest_gap_around(acks.iter().map(|a| a.at), switch_start, switch_end)
+        .ok_or("no commits around the switchover")?;
     Ok(trial)
-}
-
-/// Seconds from `since` (the primary was signalled) to the first commit acknowledged on a
-/// connection opened after it. Commits the old primary acknowledged in the moment before it
-/// went down arrive on the connection that was open at `since` and do not count: they are
-/// not a write on the new primary.
-fn first_ack_after(writer: &Writer, since: Instant) -> Result<f64, String> {
-    let open_then = writer
-        .acks()
-        .iter()
-        .filter(|a| a.at <= since)
-        .map(|a| a.connection)
-        .max()
-        .unwrap_or(0);
-    let start = Instant::now();
-    loop {
-        let first = writer
-            .acks()
-            .iter()
-            .filter(|a| a.at > since && a.connection > open_then)
-            .map(|a| a.at.duration_since(since).as_secs_f64())
-            .reduce(f64::min);
-        if let Some(seconds) = first {
-            return Ok(seconds);
-        }
-        if start.elapsed() > PHASE_LIMIT {
-            return Err("no commit on a new connection after the leader went away".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The longest interval between consecutive acknowledged commits that overlaps
-/// `[from, to]`: the write outage a client saw during the switchover.
-fn longest_gap(acks: &[Ack], from: Instant, to: Instant) -> Option<f64> {
-    let mut times: Vec<Instant> = acks.iter().map(|a| a.at).collect();
-    times.sort();
-    times
-        .windows(2)
-        .filter(|w| w[1] >= from && w[0] <= to)
-        .map(|w| w[1].duration_since(w[0]).as_secs_f64())
-        .reduce(f64::max)
 }
 
 fn summary(values: &mut [f64]) -> String {

@@ -560,3 +560,49 @@ fn tls_config(ca_file: &Path) -> rustls::ClientConfig {
         .with_root_certificates(roots)
         .with_no_client_auth()
 }
+
+/// Seconds from `since` (the primary was signalled) to the first commit acknowledged on a
+/// connection opened after it, waiting at most `limit`. Commits the old primary acknowledged
+/// in the moment before it went down arrive on the connection that was open at `since` and do
+/// not count: they are not a write on the new primary.
+pub fn first_ack_after(writer: &Writer, since: Instant, limit: Duration) -> Result<f64, String> {
+    let open_then = writer
+        .acks()
+        .iter()
+        .filter(|a| a.at <= since)
+        .map(|a| a.connection)
+        .max()
+        .unwrap_or(0);
+    let start = Instant::now();
+    loop {
+        let first = writer
+            .acks()
+            .iter()
+            .filter(|a| a.at > since && a.connection > open_then)
+            .map(|a| a.at.duration_since(since).as_secs_f64())
+            .reduce(f64::min);
+        if let Some(seconds) = first {
+            return Ok(seconds);
+        }
+        if start.elapsed() > limit {
+            return Err("no commit on a new connection after the leader went away".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The longest interval between consecutive acknowledgements (`times`) that overlaps
+/// `[from, to]`: the write outage a client saw during a switchover.
+pub fn longest_gap_around(
+    times: impl IntoIterator<Item = Instant>,
+    from: Instant,
+    to: Instant,
+) -> Option<f64> {
+    let mut times: Vec<Instant> = times.into_iter().collect();
+    times.sort();
+    times
+        .windows(2)
+        .filter(|w| w[1] >= from && w[0] <= to)
+        .map(|w| w[1].duration_since(w[0]).as_secs_f64())
+        .reduce(f64::max)
+}
