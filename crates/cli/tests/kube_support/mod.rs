@@ -27,7 +27,7 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn testenv_script() -> PathBuf {
+pub fn testenv_script() -> PathBuf {
     repo_root().join("scripts/kube-testenv")
 }
 
@@ -45,19 +45,34 @@ pub struct ControlPlane {
     dir: tempfile::TempDir,
 }
 
+/// Panics, saying what to run, when `scripts/kube-testenv build` has not built the binaries.
+pub fn assert_built() {
+    let built = Command::new(testenv_script())
+        .arg("bin-dir")
+        .output()
+        .expect("scripts/kube-testenv runs");
+    assert!(
+        built.status.success(),
+        "the Kubernetes binaries are not built: run `scripts/kube-testenv build` \
+         (or set TUSK_SKIP_KUBE_TESTS=1 to skip the Kubernetes tiers):\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
+/// A client with the credentials of `kubeconfig`.
+pub async fn client_from(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    tusk_local::tls::install_crypto_provider();
+    Client::try_from(config).expect("a client")
+}
+
 impl ControlPlane {
     /// Starts a fresh control plane; panics with the script's output if it cannot.
     pub fn start() -> Self {
-        let built = Command::new(testenv_script())
-            .arg("bin-dir")
-            .output()
-            .expect("scripts/kube-testenv runs");
-        assert!(
-            built.status.success(),
-            "the test control plane is not built: run `scripts/kube-testenv build` \
-             (or set TUSK_SKIP_KUBE_TESTS=1 to skip this tier):\n{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        assert_built();
         let dir = tempfile::Builder::new()
             .prefix("tusk-kube-testenv-")
             .tempdir()
@@ -87,13 +102,7 @@ impl ControlPlane {
 
     /// A client with the admin credentials of the kubeconfig.
     pub async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig parses");
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .expect("kubeconfig is usable");
-        tusk_local::tls::install_crypto_provider();
-        Client::try_from(config).expect("a client")
+        client_from(&self.kubeconfig()).await
     }
 }
 

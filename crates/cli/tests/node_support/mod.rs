@@ -25,11 +25,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::Value;
 
-use super::kube_support::{eventually, objects, repo_root};
+use super::kube_support::{eventually, objects, repo_root, testenv_script};
 
 /// The environment variable naming a node started for the whole run.
 pub const SHARED_NODE_ENV: &str = "TUSK_TEST_NODE";
@@ -42,10 +41,6 @@ pub struct Node {
     /// `host:port` of the node's registry, as pods name their images.
     pub registry: String,
     pub ip: String,
-}
-
-fn testenv_script() -> PathBuf {
-    repo_root().join("scripts/kube-testenv")
 }
 
 impl Node {
@@ -61,16 +56,7 @@ impl Node {
     }
 
     fn start_private() -> Node {
-        let built = Command::new(testenv_script())
-            .arg("bin-dir")
-            .output()
-            .expect("scripts/kube-testenv runs");
-        assert!(
-            built.status.success(),
-            "the test cluster is not built: run `scripts/kube-testenv build` \
-             (or set TUSK_SKIP_KUBE_TESTS=1 to skip this tier):\n{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        super::kube_support::assert_built();
         let dir = tempfile::Builder::new()
             .prefix("tusk-node-")
             .tempdir()
@@ -120,13 +106,7 @@ impl Node {
 
     /// A client with the cluster admin's credentials (the tests' own view, not the operator's).
     pub async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig parses");
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .expect("kubeconfig is usable");
-        tusk_local::tls::install_crypto_provider();
-        Client::try_from(config).expect("a client")
+        super::kube_support::client_from(&self.kubeconfig()).await
     }
 
     /// `kubectl ARGS` against the node, with `stdin` fed in when given.
