@@ -14,6 +14,10 @@ use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 use crate::error::{io, Error, Result};
 use crate::state::Layout;
 
+/// How long an idempotent request is sent again after its connection was reset: Patroni's
+/// REST server restarting its TLS takes well under a second.
+const RESET_RETRY: Duration = Duration::from_secs(5);
+
 /// A member as Patroni's `/cluster` reports it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct ClusterMember {
@@ -106,14 +110,33 @@ impl PatroniApi {
             what: format!("{method} {url}"),
             reason,
         };
-        let response = match (method, body) {
+        let send = || match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
             ("PATCH", Some(b)) => self.agent.patch(&url).send_json(b),
             ("POST", Some(b)) => self.agent.post(&url).send_json(b),
             ("POST", None) => self.agent.post(&url).send_empty(),
             _ => unreachable!("unsupported request shape"),
         };
-        let mut response = response.map_err(|e| fail(e.to_string()))?;
+        // Patroni's REST server restarts its TLS listener after a certificate reload and resets
+        // the connections it had meanwhile (CI met it in local_tls's root rollover). GET and
+        // PATCH /config (a merge patch) are idempotent, so a reset one is sent again for a
+        // moment; a POST (switchover, restart) never is, and a refused connection (a member
+        // that is down) fails at once.
+        let idempotent = matches!(method, "GET" | "PATCH");
+        let deadline = std::time::Instant::now() + RESET_RETRY;
+        let mut response = loop {
+            match send() {
+                Ok(response) => break response,
+                Err(ureq::Error::Io(e))
+                    if idempotent
+                        && e.kind() == std::io::ErrorKind::ConnectionReset
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            }
+        };
         let status = response.status();
         let text = response
             .body_mut()
