@@ -47,6 +47,9 @@ pub async fn run_psql_job(
                     "containers": [{
                         "name": "psql",
                         "image": image,
+                        // As many users' manifests have it: every start pulls from the node's
+                        // registry, as in production.
+                        "imagePullPolicy": "Always",
                         "command": ["bash", "-ceu", script],
                         "env": [
                             {"name": "PGURI", "valueFrom": {"secretKeyRef": {"name": user_secret, "key": "uri"}}},
