@@ -35,8 +35,38 @@ pub enum Dcs {
     /// Kubernetes Endpoints in `namespace` (operator). Member-specific settings come from
     /// `PATRONI_*` environment variables the StatefulSet sets (see [`kubernetes_env`]).
     Kubernetes { namespace: String },
-    /// etcd v3 at these `host:port` endpoints (`tusk local`).
-    Etcd3 { hosts: Vec<String> },
+    /// etcd at these `host:port` endpoints (`tusk local`), through `api`.
+    Etcd { hosts: Vec<String>, api: EtcdApi },
+}
+
+/// Which of etcd's APIs Patroni keeps its keys in (the two are separate key spaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdApi {
+    /// The v2 API (`etcd:`): Patroni renews the leader key with a compare-and-swap on its own
+    /// name, so a member that lost the key can never write it back.
+    V2,
+    /// The v3 API (`etcd3:`).
+    V3,
+}
+
+/// The oldest Patroni whose etcd v3 support never overwrites another member's leader key:
+/// before it, a leader whose lease expired while its Patroni stalled (frozen, starved, paused
+/// by a hypervisor) granted itself a new lease and wrote the leader key unconditionally from
+/// a cached view, taking it back from the member promoted meanwhile, which then demoted and
+/// was rewound: every write it had acknowledged was gone (patroni/patroni#2689).
+pub const PATRONI_SAFE_ETCD3: (u32, u32, u32) = (3, 0, 3);
+
+impl EtcdApi {
+    /// The API a cluster run by Patroni `version` should use: v3 where Patroni's leader key
+    /// handling is safe on it, v2 before.
+    pub fn for_patroni(version: (u32, u32, u32)) -> EtcdApi {
+        if version >= PATRONI_SAFE_ETCD3 {
+            EtcdApi::V3
+        } else {
+            EtcdApi::V2
+        }
+    }
 }
 
 /// One member's own settings (local mode writes them into the file; Kubernetes passes them as
@@ -327,8 +357,12 @@ fn document(cluster: &ValidatedCluster, dcs: &Dcs, local: &Local) -> Value {
         Dcs::Kubernetes { namespace } => {
             object.insert("kubernetes".into(), kubernetes(cluster, namespace));
         }
-        Dcs::Etcd3 { hosts } => {
-            object.insert("etcd3".into(), json!({ "hosts": hosts }));
+        Dcs::Etcd { hosts, api } => {
+            let key = match api {
+                EtcdApi::V2 => "etcd",
+                EtcdApi::V3 => "etcd3",
+            };
+            object.insert(key.into(), json!({ "hosts": hosts }));
         }
     }
     doc

@@ -166,14 +166,16 @@ fn member_yaml_carries_the_member_identity_and_paths() {
     let cluster = example("02-hippo-ha.yaml");
     let doc = parse(&member_yaml(
         &cluster,
-        &Dcs::Etcd3 {
+        &Dcs::Etcd {
             hosts: vec!["127.0.0.1:2379".into()],
+            api: EtcdApi::V3,
         },
         &member(),
     ));
     assert_eq!(doc["name"], json!("hippo-0"));
     assert_eq!(doc["etcd3"]["hosts"], json!(["127.0.0.1:2379"]));
     assert!(doc.get("kubernetes").is_none());
+    assert!(doc.get("etcd").is_none(), "one DCS section");
     let pg = &doc["postgresql"];
     assert_eq!(pg["listen"], json!("127.0.0.2:5432"));
     assert_eq!(pg["connect_address"], json!("127.0.0.2:5432"));
@@ -261,8 +263,9 @@ fn replicas_restore_from_the_repo_only_with_backups() {
 #[test]
 fn a_restore_bootstrap_keeps_pgbackrests_recovery_settings() {
     let cluster = example("01-hippo-basic.yaml");
-    let dcs = Dcs::Etcd3 {
+    let dcs = Dcs::Etcd {
         hosts: vec!["127.0.0.1:2379".into()],
+        api: EtcdApi::V3,
     };
     let command = "pgbackrest --stanza=db --repo=1 '--target=2024-05-01 10:00:00+00' restore";
     let restoring = parse(&member_yaml_bootstrapped(
@@ -290,8 +293,9 @@ fn a_restore_bootstrap_keeps_pgbackrests_recovery_settings() {
 #[test]
 fn only_a_member_given_a_callback_has_patroni_callbacks() {
     let cluster = example("02-hippo-ha.yaml");
-    let dcs = Dcs::Etcd3 {
+    let dcs = Dcs::Etcd {
         hosts: vec!["127.0.0.1:2379".into()],
+        api: EtcdApi::V3,
     };
     let command = "/bin/sh '/state dir/pgbouncer/follow-primary.sh' hippo-0";
     let with = parse(&member_yaml(
@@ -350,8 +354,9 @@ fn a_repo_standby_replays_the_named_repo_and_seeds_without_a_remote_server() {
     );
     let doc = parse(&member_yaml(
         &cluster,
-        &Dcs::Etcd3 {
+        &Dcs::Etcd {
             hosts: vec!["127.0.0.1:2379".into()],
+            api: EtcdApi::V3,
         },
         &member(),
     ));
@@ -369,8 +374,9 @@ fn a_streaming_standby_authenticates_with_the_replication_certificate() {
     );
     let doc = parse(&member_yaml(
         &cluster,
-        &Dcs::Etcd3 {
+        &Dcs::Etcd {
             hosts: vec!["127.0.0.1:2379".into()],
+            api: EtcdApi::V3,
         },
         &member(),
     ));
@@ -395,11 +401,37 @@ fn disabling_the_standby_removes_standby_cluster_so_a_patch_promotes() {
     assert!(dcs.get("standby_cluster").is_none(), "{dcs:#}");
     let doc = parse(&member_yaml(
         &promoted,
-        &Dcs::Etcd3 {
+        &Dcs::Etcd {
             hosts: vec!["127.0.0.1:2379".into()],
+            api: EtcdApi::V3,
         },
         &member(),
     ));
     assert!(doc["bootstrap"]["dcs"].get("standby_cluster").is_none());
     assert!(doc["postgresql"]["pgbackrest"].get("no_leader").is_none());
+}
+
+#[test]
+fn etcd_v2_renders_patronis_etcd_section_alone() {
+    let cluster = example("02-hippo-ha.yaml");
+    let doc = parse(&member_yaml(
+        &cluster,
+        &Dcs::Etcd {
+            hosts: vec!["127.0.0.1:2379".into()],
+            api: EtcdApi::V2,
+        },
+        &member(),
+    ));
+    assert_eq!(doc["etcd"]["hosts"], json!(["127.0.0.1:2379"]));
+    assert!(doc.get("etcd3").is_none(), "one DCS section");
+}
+
+#[test]
+fn etcd_api_is_v2_until_patroni_stops_overwriting_the_leader_key_on_v3() {
+    // Debian bookworm's Patroni re-puts the leader key unconditionally on v3.
+    assert_eq!(EtcdApi::for_patroni((3, 0, 2)), EtcdApi::V2);
+    assert_eq!(EtcdApi::for_patroni((2, 1, 6)), EtcdApi::V2);
+    assert_eq!(EtcdApi::for_patroni((3, 0, 3)), EtcdApi::V3);
+    assert_eq!(EtcdApi::for_patroni((3, 3, 0)), EtcdApi::V3);
+    assert_eq!(EtcdApi::for_patroni((4, 1, 5)), EtcdApi::V3);
 }

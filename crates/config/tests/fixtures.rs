@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use tusk_config::patroni::{cluster_yaml, kubernetes_env, member_yaml, Dcs, Member};
+use tusk_config::patroni::{cluster_yaml, kubernetes_env, member_yaml, Dcs, EtcdApi, Member};
 
 fn repo_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -64,8 +64,9 @@ fn hippo_ha_etcd3_member() {
         os_user: "tusk".into(),
         role_change_callback: None,
     };
-    let dcs = Dcs::Etcd3 {
+    let dcs = Dcs::Etcd {
         hosts: vec!["127.0.0.1:2379".into()],
+        api: EtcdApi::V3,
     };
     check_fixture(
         "02-hippo-ha.etcd3-member.yaml",

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use tusk_config::patroni::{cluster_yaml, kubernetes_env, member_yaml, Dcs, Member};
+use tusk_config::patroni::{cluster_yaml, kubernetes_env, member_yaml, Dcs, EtcdApi, Member};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -174,8 +174,9 @@ fn patroni_accepts_the_member_file_for_tusk_local() {
     let cluster = hippo_ha(free_port(host), free_port(host));
     let dir = tempfile::tempdir().unwrap();
     let member = member_in(dir.path(), host);
-    let dcs = Dcs::Etcd3 {
+    let dcs = Dcs::Etcd {
         hosts: vec![etcd.client.clone()],
+        api: EtcdApi::V3,
     };
     let rendered = member_yaml(&cluster, &dcs, &member);
     let file = dir.path().join("patroni.yaml");

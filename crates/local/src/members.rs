@@ -127,8 +127,9 @@ pub fn write_files(ctx: &Context, record: &MemberRecord) -> Result<bool> {
         os_user: ctx.run_as.invoking_user.clone(),
         role_change_callback: crate::pgbouncer::follow_callback(ctx, record)?,
     };
-    let dcs = Dcs::Etcd3 {
+    let dcs = Dcs::Etcd {
         hosts: vec![crate::etcd::client_endpoint(&ctx.state.network)],
+        api: ctx.state.etcd_api,
     };
     let bootstrap = crate::restore::bootstrap(ctx.cluster, ctx.layout, &paths.data_dir())?;
     let yaml = member_yaml_bootstrapped(ctx.cluster, &dcs, &member, &bootstrap);

@@ -1,10 +1,9 @@
 //! Patroni's REST API over HTTPS (verified against the local CA, presenting the admin client
-//! certificate that `verify_client: optional` demands for state-changing calls), and etcd's
-//! JSON gateway for removing a departed member's key. Touches the network only.
+//! certificate that `verify_client: optional` demands for state-changing calls). Touches the
+//! network only.
 
 use std::time::Duration;
 
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tusk_config::merge::same_setting;
@@ -184,67 +183,6 @@ impl PatroniApi {
         self.request("POST", host, "/restart", Some(&json!({})))
             .map(drop)
     }
-}
-
-/// Deletes `key` from etcd through its v3 JSON gateway (plain HTTP on loopback, as Patroni
-/// itself talks to it).
-pub fn etcd_delete(endpoint: &str, key: &str) -> Result<()> {
-    let key64 = base64::engine::general_purpose::STANDARD.encode(key);
-    etcd_call(
-        endpoint,
-        "deleterange",
-        json!({ "key": key64 }),
-        &format!("deleting etcd key {key}"),
-    )
-}
-
-/// Deletes every key starting with `prefix` (etcd's range end: the prefix with its last
-/// byte incremented).
-pub fn etcd_delete_prefix(endpoint: &str, prefix: &str) -> Result<()> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    etcd_call(
-        endpoint,
-        "deleterange",
-        json!({ "key": encode(prefix.as_bytes()), "range_end": encode(&end) }),
-        &format!("deleting etcd keys {prefix}*"),
-    )
-}
-
-/// Writes `value` at `key`.
-pub fn etcd_put(endpoint: &str, key: &str, value: &str) -> Result<()> {
-    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-    etcd_call(
-        endpoint,
-        "put",
-        json!({ "key": encode(key), "value": encode(value) }),
-        &format!("writing etcd key {key}"),
-    )
-}
-
-/// One request to etcd's v3 JSON gateway (`/v3/kv/<call>`).
-fn etcd_call(endpoint: &str, call: &str, body: Value, what: &str) -> Result<()> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let fail = |reason: String| Error::Http {
-        what: what.into(),
-        reason,
-    };
-    let response = agent
-        .post(&format!("http://{endpoint}/v3/kv/{call}"))
-        .send_json(body)
-        .map_err(|e| fail(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(fail(format!("HTTP {}", response.status())));
-    }
-    Ok(())
 }
 
 /// The JSON merge patch (RFC 7386, what Patroni's PATCH /config applies) turning `current`

@@ -313,6 +313,7 @@ pub fn restore_in_place(
 fn etcd_forget(cluster: &ValidatedCluster, state: &state::State) -> Result<()> {
     crate::etcd::reset_cluster(
         &state.network,
+        state.etcd_api,
         &cluster.names.patroni_scope(),
         &tusk_config::patroni::dynamic_configuration(cluster).to_string(),
     )

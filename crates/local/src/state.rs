@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tusk_config::patroni::EtcdApi;
 
 use crate::error::{io, Error, Result};
 
@@ -70,6 +71,15 @@ pub struct State {
     pub cluster: String,
     pub network: Network,
     pub members: Vec<MemberRecord>,
+    /// The etcd API the cluster's Patroni keeps its keys in, chosen when the cluster was
+    /// created and kept for its life (the two APIs are separate key spaces). Clusters created
+    /// before it was recorded used v3.
+    #[serde(default = "legacy_etcd_api")]
+    pub etcd_api: EtcdApi,
+}
+
+fn legacy_etcd_api() -> EtcdApi {
+    EtcdApi::V3
 }
 
 impl State {
@@ -268,6 +278,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_state_file_from_before_the_etcd_api_was_recorded_means_v3() {
+        let old = r#"{"cluster":"c","network":"127.0.0","members":[]}"#;
+        let state: State = serde_json::from_str(old).unwrap();
+        assert_eq!(state.etcd_api, EtcdApi::V3);
+        let new: State = serde_json::from_str(
+            &serde_json::to_string(&State {
+                etcd_api: EtcdApi::V2,
+                ..state
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(new.etcd_api, EtcdApi::V2, "the choice survives a save");
+    }
+
+    #[test]
     fn network_must_be_three_loopback_octets() {
         assert_eq!(Network::parse("127.31.7").unwrap().host(2), "127.31.7.2");
         assert!(Network::parse("10.0.0").is_err());
@@ -286,6 +312,7 @@ mod tests {
             cluster: "c".into(),
             network: Network::parse("127.0.0").unwrap(),
             members: vec![member(2), member(4)],
+            etcd_api: EtcdApi::V2,
         };
         assert_eq!(state.free_host_number(), 3);
         let crowded = State {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tusk_api::plan::{plan_instances, ObservedInstance};
 use tusk_api::ValidatedCluster;
+use tusk_config::patroni::EtcdApi;
 
 use crate::error::{io, Error, Result};
 use crate::members::{self, Context};
@@ -163,10 +164,24 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
         })
         .collect();
     let plan = plan_instances(&cluster, &observed, &mut rand::rng());
+    let patroni = etcd::installed_patroni()?;
+    let etcd_api = previous
+        .as_ref()
+        .map_or(EtcdApi::for_patroni(patroni), |p| p.etcd_api);
+    if etcd_api == EtcdApi::V3 && EtcdApi::for_patroni(patroni) == EtcdApi::V2 {
+        progress(&format!(
+            "warning: this cluster keeps Patroni's keys in etcd's v3 API, where Patroni \
+             {}.{}.{} can take the leader key back from a newly promoted member once its own \
+             process stalled past the lease, and rewind away what the new primary \
+             acknowledged; clusters created from now on use the v2 API",
+            patroni.0, patroni.1, patroni.2
+        ));
+    }
     let mut state = State {
         cluster: cluster.name().into(),
         network,
         members: recorded.clone(),
+        etcd_api,
     };
     for (set, name) in plan.instances() {
         if state.members.iter().all(|m| m.name != name) {
@@ -196,7 +211,12 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<()> {
     for name in &plan.removed {
         progress(&format!("removing member {name}"));
         members::stop(&layout, name);
-        etcd::forget_member(&state.network, &cluster.names.patroni_scope(), name)?;
+        etcd::forget_member(
+            &state.network,
+            state.etcd_api,
+            &cluster.names.patroni_scope(),
+            name,
+        )?;
         // Data of a removed member is deleted: a member added later is cloned fresh from the
         // primary, never started from stale data.
         let dir = layout.member_dir(name);

@@ -546,7 +546,7 @@ async fn write_loop(
 }
 
 /// rustls verifies the chain and the address in the certificate: libpq's `verify-full`.
-fn tls_config(ca_file: &Path) -> rustls::ClientConfig {
+pub fn tls_config(ca_file: &Path) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
