@@ -31,6 +31,10 @@ pub const LABEL_PGBACKREST_RESTORE: &str = "tusk.rs/pgbackrest-restore";
 pub const LABEL_PGBACKREST_STANZA: &str = "tusk.rs/pgbackrest-stanza";
 /// `tusk.rs/pgbackrest-backup` value of the Job the backup annotation starts.
 pub const BACKUP_MANUAL: &str = "manual";
+/// `tusk.rs/pgbackrest-backup` value of the initial full backup taken once the stanza exists
+/// (the PGO family's `pgbackrest-backup: replica-create`: new replicas can be seeded from it,
+/// and point-in-time recovery works from the first hour).
+pub const BACKUP_REPLICA_CREATE: &str = "replica-create";
 /// On user Secrets: the role the Secret is for.
 pub const LABEL_USER: &str = "tusk.rs/pguser";
 /// On objects that hold a kind of data for the cluster (`pguser`, `cluster-cert`, ...).
@@ -51,6 +55,8 @@ pub const ANNOTATION_RESTORE: &str = "tusk.rs/pgbackrest-restore";
 pub const ANNOTATION_PGBACKREST_CONFIG: &str = "tusk.rs/pgbackrest-config";
 /// On the stanza-create Job: which attempt it is (1, 2, ...), for the backoff between them.
 pub const ANNOTATION_STANZA_ATTEMPT: &str = "tusk.rs/stanza-create-attempt";
+/// On the initial (`replica-create`) backup Job: which attempt it is, for the backoff.
+pub const ANNOTATION_BACKUP_ATTEMPT: &str = "tusk.rs/backup-attempt";
 pub const ANNOTATION_TRIGGER_SWITCHOVER: &str = "tusk.rs/trigger-switchover";
 /// On Patroni's failover Endpoints (`<scope>-failover`), beside Patroni's own `leader` and
 /// `member`: the trigger value, the timeline and the lock holder a switchover request was
@@ -286,6 +292,11 @@ impl ClusterNames {
     pub fn manual_backup_job(&self, id: &str) -> String {
         self.derived(&format!("backup-{}", short_hash(id)))
     }
+    /// Job of the initial full backup, taken once per stanza (`replica-create`). Never the
+    /// name of a manual backup's Job: those end in five hash characters.
+    pub fn replica_create_backup_job(&self) -> String {
+        self.derived("backup-replica-create")
+    }
     /// Job restoring a backup into the first instance's volume (clone or in-place restore).
     pub fn restore_job(&self) -> String {
         self.derived("pgbackrest-restore")
@@ -412,6 +423,9 @@ mod tests {
         assert_eq!(backup, n.manual_backup_job("2024-01-01"));
         assert_ne!(backup, n.manual_backup_job("2024-01-02"));
         assert!(check_label(&backup, DnsLabel::MAX).is_ok());
+        assert_eq!(n.replica_create_backup_job(), "hippo-backup-replica-create");
+        let longest = ClusterNames::new(DnsLabel::new("a".repeat(40)).unwrap());
+        assert!(check_label(&longest.replica_create_backup_job(), DnsLabel::MAX).is_ok());
         assert_eq!(
             instance_pgdata_pvc("hippo-instance1-wm5p"),
             "hippo-instance1-wm5p-pgdata"

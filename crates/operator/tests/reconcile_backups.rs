@@ -134,6 +134,10 @@ async fn job_outcomes_drive_status_backups_ready_and_warning_events() {
     );
     let status = h.cluster().await.status.unwrap().pgbackrest.unwrap();
     assert_eq!(status.repos[0].stanza_created, Some(true));
+    // The initial full backup came first (see reconcile_initial_backup); a manual backup
+    // waits for it.
+    h.finish_job("hippo-backup-replica-create", true).await;
+    h.reconcile().await;
 
     h.annotate(naming::ANNOTATION_BACKUP, "broken").await;
     h.reconcile().await;

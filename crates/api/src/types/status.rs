@@ -81,6 +81,10 @@ pub struct PgBackRestStatus {
     pub scheduled_backups: Vec<BackupJobStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<BackupJobStatus>,
+    /// The initial full backup the operator takes once the stanza exists (`replica-create`);
+    /// `repos[].replicaCreateBackupComplete` records that it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_create_backup: Option<BackupJobStatus>,
     /// When the newest successful backup finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_completion: Option<String>,
@@ -96,6 +100,10 @@ pub struct RepoStatus {
     pub volume: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stanza_created: Option<bool>,
+    /// The initial full backup (`replica-create`) went to this repo and succeeded: it is
+    /// never taken again for this cluster (the PGO family's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_create_backup_complete: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo_options_hash: Option<String>,
 }

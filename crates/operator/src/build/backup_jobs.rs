@@ -1,6 +1,7 @@
 //! Backup Jobs: one CronJob `<c>-<repo>-<full|diff|incr>` per schedule in
 //! `spec.backups.pgbackrest.repos[].schedules`, the manual backup Job `<c>-backup-<hash>` the
-//! `tusk.rs/pgbackrest-backup` annotation asks for, the `<c>-stanza-create` Job, and the
+//! `tusk.rs/pgbackrest-backup` annotation asks for, the initial full backup
+//! `<c>-backup-replica-create`, the `<c>-stanza-create` Job, and the
 //! ServiceAccount, Role and RoleBinding `<c>-pgbackrest` they all run as. The one-shot Jobs
 //! are created (never updated: a Job's template is immutable) by `controller::backups`; a
 //! failed stanza Job is replaced as `controller::stanza` decides.
@@ -258,6 +259,38 @@ pub fn manual_backup_job(cluster: &ValidatedCluster, image: &str, id: &str) -> O
             &manual.options,
             image,
         )),
+        status: None,
+    })
+}
+
+/// How often Kubernetes retries the initial backup's pod before the controller takes over
+/// (it replaces a failed Job after a backoff, see `controller::initial_backup`).
+pub const REPLICA_CREATE_RETRIES: i32 = 1;
+
+/// `<c>-backup-replica-create`: the initial full backup into the first repo, taken once the
+/// stanza exists (the PGO family's `replica-create` backup), labelled like every backup Job
+/// with `tusk.rs/pgbackrest-backup: replica-create`. `None` without backups.
+pub fn replica_create_backup_job(cluster: &ValidatedCluster, image: &str) -> Option<Job> {
+    let backups = cluster.backups.as_ref()?;
+    let repo = backups.repos.first()?;
+    let labels = backup_job_labels(cluster, &repo.name, naming::BACKUP_REPLICA_CREATE);
+    let mut spec = backup_job_spec(
+        cluster,
+        backups,
+        repo,
+        labels.clone(),
+        &[format!("--type={FULL}")],
+        image,
+    );
+    spec.backoff_limit = Some(REPLICA_CREATE_RETRIES);
+    Some(Job {
+        metadata: object_meta(
+            cluster,
+            cluster.names.replica_create_backup_job(),
+            &backup_metadata(cluster, backups),
+            labels,
+        ),
+        spec: Some(spec),
         status: None,
     })
 }

@@ -19,14 +19,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::Client;
-use tusk_api::model::BackupSettings;
 use tusk_api::naming;
-use tusk_api::types::{BackupJobStatus, PgBackRestStatus, PostgresClusterStatus, RepoStatus};
+use tusk_api::types::{BackupJobStatus, PostgresClusterStatus};
 use tusk_api::{PostgresCluster, ValidatedCluster};
 
 pub use super::archiver::{
     wal_archiving, ArchiveHealth, ArchiverFigures, ArchiverReports, ArchivingVerdict,
 };
+use super::backup_report::warning;
+pub use super::backup_report::{report, BackupInputs, BackupReport};
+use super::initial_backup;
 use crate::build::backup_jobs::{self, DIFFERENTIAL, FULL, INCREMENTAL};
 
 pub const BACKUPS_READY: &str = "BackupsReady";
@@ -173,7 +175,8 @@ pub fn job_failed(status: &BackupJobStatus) -> bool {
     status.finished && status.succeeded.is_none()
 }
 
-fn job_succeeded(status: &BackupJobStatus) -> bool {
+/// Finished with success.
+pub fn job_succeeded(status: &BackupJobStatus) -> bool {
     status.finished && status.succeeded.is_some()
 }
 
@@ -223,202 +226,6 @@ pub fn requested_backup(cluster: &PostgresCluster) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// What the backup step decided, for the status and Events.
-#[derive(Default)]
-pub struct BackupReport {
-    /// `status.pgbackrest` (without `restore`, which the restore step owns).
-    pub pgbackrest: Option<PgBackRestStatus>,
-    pub backups_ready: Option<Verdict>,
-    pub wal_archiving: Option<ArchivingVerdict>,
-    pub events: Vec<Event>,
-    /// The cluster's Jobs (with those created now), for the restore step.
-    pub jobs: BTreeMap<String, Job>,
-}
-
-/// What the backup step saw: the cluster's Jobs and the latest archiver figures.
-pub struct BackupInputs<'a> {
-    pub cluster: &'a ValidatedCluster,
-    pub current: &'a PostgresClusterStatus,
-    pub jobs: &'a BTreeMap<String, Job>,
-    pub archiver: Option<ArchiverFigures>,
-}
-
-/// Status, conditions and Events from what exists (pure). Jobs created in this reconcile
-/// must already be in `inputs.jobs`.
-pub fn report(inputs: &BackupInputs, manual_id: Option<&str>) -> BackupReport {
-    let cluster = inputs.cluster;
-    let Some(backups) = &cluster.backups else {
-        return BackupReport {
-            pgbackrest: None,
-            backups_ready: Some(Verdict {
-                ok: false,
-                reason: REASON_NO_REPO,
-                message: "spec.backups is not set: no WAL archive and no backups".into(),
-            }),
-            wal_archiving: None,
-            events: Vec::new(),
-            jobs: BTreeMap::new(),
-        };
-    };
-    let previous = inputs.current.pgbackrest.clone().unwrap_or_default();
-    let mut events = Vec::new();
-    let stanza_job = inputs.jobs.get(&cluster.names.stanza_create_job());
-    let stanza = stanza_job.map(|job| job_status("stanza-create", None, job));
-    let stanza_created = stanza.as_ref().is_some_and(job_succeeded)
-        || previous
-            .repos
-            .iter()
-            .any(|r| r.stanza_created == Some(true));
-    let repos = repo_statuses(backups, stanza_created);
-
-    let manual = match manual_id {
-        Some(id) => {
-            let name = cluster.names.manual_backup_job(id);
-            match inputs.jobs.get(&name) {
-                Some(job) => Some(job_status(id, Some(naming::BACKUP_MANUAL), job)),
-                // Gone (TTL) after it was recorded: keep the record.
-                None => previous.manual_backup.clone().filter(|m| m.id == id),
-            }
-        }
-        None => previous.manual_backup.clone(),
-    };
-    let scheduled = scheduled_backups(cluster, inputs.jobs);
-
-    let mut latest: Vec<&BackupJobStatus> = scheduled.iter().collect();
-    latest.extend(manual.iter());
-    for job in &latest {
-        let was_failed = previous
-            .manual_backup
-            .iter()
-            .chain(previous.scheduled_backups.iter())
-            .any(|p| p.job_name == job.job_name && job_failed(p));
-        if job_failed(job) && !was_failed {
-            events.push(warning(
-                REASON_BACKUP_JOB_FAILED,
-                format!(
-                    "backup Job {} ({}) failed; see its pod's log",
-                    job.job_name.as_deref().unwrap_or_default(),
-                    job.id
-                ),
-            ));
-        }
-    }
-    let stanza_failure = stanza_job
-        .filter(|_| stanza.as_ref().is_some_and(job_failed))
-        .map(|job| super::stanza::failure_message(cluster, job));
-    let backups_ready = backups_ready(stanza_failure, stanza_created, &latest);
-    // One Warning per failed attempt: the message names the attempt, so it changes only then.
-    if backups_ready.reason == REASON_STANZA_FAILED
-        && !inputs.current.conditions.iter().any(|c| {
-            c.type_ == BACKUPS_READY
-                && c.reason == REASON_STANZA_FAILED
-                && c.message == backups_ready.message
-        })
-    {
-        let mut event = warning(REASON_STANZA_FAILED, backups_ready.message.clone());
-        // Related to the failed Job: each attempt is its own Event (see `job_reference`).
-        event.secondary = stanza_job.map(super::stanza::job_reference);
-        events.push(event);
-    }
-    let last_backup_completion = latest
-        .iter()
-        .filter(|j| job_succeeded(j))
-        .filter_map(|j| j.completion_time.clone())
-        .chain(previous.last_backup_completion.clone())
-        .max();
-
-    let wal_archiving = inputs.archiver.map(|f| wal_archiving(&f));
-    if let Some(verdict) = wal_archiving
-        .as_ref()
-        .filter(|v| v.health == ArchiveHealth::Failing)
-    {
-        let was_failing = inputs
-            .current
-            .conditions
-            .iter()
-            .any(|c| c.type_ == WAL_ARCHIVING && c.status == "False");
-        if !was_failing {
-            events.push(warning(verdict.reason, verdict.message.clone()));
-        }
-    }
-    BackupReport {
-        pgbackrest: Some(PgBackRestStatus {
-            repos,
-            manual_backup: manual,
-            scheduled_backups: scheduled,
-            restore: previous.restore.clone(),
-            last_backup_completion,
-        }),
-        backups_ready: Some(backups_ready),
-        wal_archiving,
-        events,
-        jobs: BTreeMap::new(),
-    }
-}
-
-fn repo_statuses(backups: &BackupSettings, stanza_created: bool) -> Vec<RepoStatus> {
-    backups
-        .repos
-        .iter()
-        .map(|repo| RepoStatus {
-            name: repo.name.clone(),
-            stanza_created: Some(stanza_created),
-            ..RepoStatus::default()
-        })
-        .collect()
-}
-
-/// `stanza_failure`: the message of a stanza Job that failed (`stanza::failure_message`).
-fn backups_ready(
-    stanza_failure: Option<String>,
-    stanza_created: bool,
-    latest: &[&BackupJobStatus],
-) -> Verdict {
-    if !stanza_created {
-        return match stanza_failure {
-            Some(message) => Verdict {
-                ok: false,
-                reason: REASON_STANZA_FAILED,
-                message,
-            },
-            _ => Verdict {
-                ok: false,
-                reason: REASON_STANZA_PENDING,
-                message: "the pgBackRest stanza is not created yet (it is once the primary runs)"
-                    .into(),
-            },
-        };
-    }
-    let failed: Vec<String> = latest
-        .iter()
-        .filter(|j| job_failed(j))
-        .map(|j| j.job_name.clone().unwrap_or_else(|| j.id.clone()))
-        .collect();
-    if failed.is_empty() {
-        Verdict {
-            ok: true,
-            reason: REASON_BACKUPS_SUCCEEDED,
-            message: "stanza created; the latest backup Jobs succeeded or are running".into(),
-        }
-    } else {
-        Verdict {
-            ok: false,
-            reason: REASON_BACKUP_JOB_FAILED,
-            message: format!("latest backup Job failed: {}", failed.join(", ")),
-        }
-    }
-}
-
-fn warning(reason: &str, note: String) -> Event {
-    Event {
-        type_: EventType::Warning,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Backup".into(),
-        secondary: None,
-    }
-}
-
 /// The manual backup Job to create now (pure), for a new annotation value. A backup
 /// annotation without `spec.backups.pgbackrest.manual` gives a Warning instead (returned
 /// second). The stanza Job is `super::stanza`'s.
@@ -459,13 +266,17 @@ pub fn jobs_to_create(
     (create, warn)
 }
 
-/// The backup step: creates the Jobs [`jobs_to_create`] asks for, then [`report`]s.
+/// The backup step: creates the Jobs [`jobs_to_create`], `super::stanza` and
+/// `super::initial_backup` ask for, then [`report`]s. `held`: the instances are held
+/// (shutdown or a restore in progress), so no initial backup starts.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: &Client,
     cluster: &PostgresCluster,
     validated: &ValidatedCluster,
     image: &str,
     primary: Option<&str>,
+    held: bool,
     current: &PostgresClusterStatus,
     archiver: Option<ArchiverFigures>,
 ) -> Result<BackupReport, BackupsError> {
@@ -486,9 +297,62 @@ pub async fn run(
         existing: jobs.get(&stanza_job),
         now: super::status::now(),
     });
-    let (stanza_create, retried) =
-        super::stanza::apply_step(client, namespace, step, &mut jobs).await?;
+    let (stanza_create, retried) = super::stanza::apply_step(
+        client,
+        namespace,
+        step,
+        &mut jobs,
+        super::stanza::REASON_STANZA_RETRIED,
+    )
+    .await?;
     create.splice(0..0, stanza_create);
+    created_events.extend(retried);
+    let initial_job = validated.names.replica_create_backup_job();
+    let stanza_succeeded = jobs
+        .get(&stanza_job)
+        .is_some_and(|job| job_succeeded(&job_status("stanza-create", None, job)));
+    let recorded = current.pgbackrest.as_ref();
+    let step = initial_backup::next_step(&initial_backup::InitialBackupInputs {
+        cluster: validated,
+        image,
+        primary: primary.is_some(),
+        held,
+        stanza_created: stanza_succeeded
+            || recorded.is_some_and(|p| p.repos.iter().any(|r| r.stanza_created == Some(true))),
+        recorded_complete: recorded.is_some_and(|p| {
+            p.repos
+                .iter()
+                .any(|r| r.replica_create_backup_complete == Some(true))
+        }),
+        existing: jobs.get(&initial_job),
+        now: super::status::now(),
+    });
+    let (initial_create, retried) = super::stanza::apply_step(
+        client,
+        namespace,
+        step,
+        &mut jobs,
+        initial_backup::REASON_INITIAL_BACKUP_RETRIED,
+    )
+    .await?;
+    // One backup of a stanza at a time (pgBackRest's lock): a manual backup asked for while
+    // the initial one runs starts once it finished.
+    let initial_running = initial_create.is_some()
+        || jobs
+            .get(&initial_job)
+            .is_some_and(|job| !job_status(initial_backup::ID, None, job).finished);
+    let is_manual = |job: &Job| {
+        job.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(naming::LABEL_PGBACKREST_BACKUP))
+            .is_some_and(|v| v == naming::BACKUP_MANUAL)
+    };
+    let deferred = initial_running && create.iter().any(is_manual);
+    if deferred {
+        create.retain(|job| !is_manual(job));
+    }
+    create.extend(initial_create);
     created_events.extend(retried);
     for job in create {
         let created = create_job(client, cluster, job).await?;
@@ -513,7 +377,8 @@ pub async fn run(
         jobs: &jobs,
         archiver,
     };
-    let mut report = report(&inputs, manual_id.filter(|_| configured));
+    // A deferred manual backup is not reported yet: the status keeps the previous one.
+    let mut report = report(&inputs, manual_id.filter(|_| configured && !deferred));
     report.events.extend(warn);
     report.events.splice(0..0, created_events);
     report.jobs = jobs;

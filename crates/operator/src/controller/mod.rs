@@ -11,10 +11,12 @@
 
 pub mod apply;
 pub mod archiver;
+pub mod backup_report;
 pub mod backups;
 pub mod custom_tls;
 pub mod dereference;
 pub mod error;
+pub mod initial_backup;
 pub mod patroni_dcs;
 pub mod restore;
 pub mod root_ca;
@@ -276,6 +278,7 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         &validated,
         &ctx.images.pgbackrest(&validated),
         observed.primary.as_deref(),
+        instances_held,
         &current,
         ctx.archiver.latest(namespace, name),
     )

@@ -135,7 +135,7 @@ fn with_attempt(mut job: Job, attempt: u32) -> Job {
 }
 
 /// Minutes or seconds, as a person reads a backoff.
-fn human(d: Duration) -> String {
+pub fn human(d: Duration) -> String {
     match d.as_secs() {
         s if s % 60 == 0 => format!("{} min", s / 60),
         s => format!("{s} s"),
@@ -186,12 +186,14 @@ pub fn next_step(inputs: &StanzaInputs) -> StanzaStep {
 
 /// Carries out `step` on the cluster's `jobs` (by name): a replaced Job is deleted (its pods
 /// in the background) and dropped from `jobs`. Returns the Job to create, for the backup step
-/// to create with its others, and the Normal Event of a replacement.
+/// to create with its others, and the Normal Event of a replacement (reason `retried`: the
+/// stanza's or the initial backup's).
 pub async fn apply_step(
     client: &Client,
     namespace: &str,
     step: StanzaStep,
     jobs: &mut BTreeMap<String, Job>,
+    retried: &str,
 ) -> Result<(Option<Job>, Option<Event>), BackupsError> {
     match step {
         StanzaStep::Keep => Ok((None, None)),
@@ -200,10 +202,10 @@ pub async fn apply_step(
             let name = job.metadata.name.clone().unwrap_or_default();
             delete_job(client, namespace, &name).await?;
             let failed = jobs.remove(&name);
-            tracing::info!(job = %name, %note, "stanza Job replaced");
+            tracing::info!(job = %name, %note, "failed Job replaced");
             let event = Event {
                 type_: EventType::Normal,
-                reason: REASON_STANZA_RETRIED.into(),
+                reason: retried.into(),
                 note: Some(note),
                 action: "Backup".into(),
                 secondary: failed.as_ref().map(job_reference),
