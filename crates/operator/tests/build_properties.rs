@@ -502,14 +502,14 @@ fn instances_are_one_pod_statefulsets_restarted_by_the_operator() {
             Some(format!("{name}-0.keycloakdb-pods.tusk.svc:5432").as_str())
         );
         let probe = db
-            .readiness_probe
+            .liveness_probe
             .as_ref()
             .unwrap()
             .http_get
             .as_ref()
             .unwrap();
         assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
-        assert_eq!(probe.path.as_deref(), Some("/readiness"));
+        assert_eq!(probe.path.as_deref(), Some("/liveness"));
     }
 }
 

@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec,
-    PodTemplateSpec, Probe,
+    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, ObjectFieldSelector,
+    PodSpec, PodTemplateSpec, Probe,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -175,8 +175,8 @@ fn database_container(
             port(POSTGRES_PORT_NAME, cluster.port),
             port(PATRONI_PORT_NAME, cluster.patroni.port),
         ]),
-        readiness_probe: Some(patroni_probe("/readiness")),
-        liveness_probe: Some(patroni_probe("/liveness")),
+        readiness_probe: Some(readiness_probe(cluster)),
+        liveness_probe: Some(patroni_liveness_probe()),
         resources: set.resources.clone(),
         security_context: Some(restricted_container_security_context()),
         volume_mounts: Some({
@@ -188,24 +188,79 @@ fn database_container(
     }
 }
 
-/// Patroni's REST API health endpoints, over HTTPS (the kubelet does not verify the
-/// certificate). `/readiness` is OK once PostgreSQL runs and, on a replica, streams;
-/// `/liveness` only checks Patroni's own loop, so a slow PostgreSQL recovery does not get
-/// the pod killed.
-fn patroni_probe(path: &str) -> Probe {
+/// Patroni's REST API `/liveness`, over HTTPS (the kubelet does not verify the certificate):
+/// it only checks Patroni's own loop, so a slow PostgreSQL recovery does not get the pod
+/// killed.
+fn patroni_liveness_probe() -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
+            path: Some("/liveness".to_owned()),
             port: IntOrString::String(PATRONI_PORT_NAME.to_owned()),
             scheme: Some("HTTPS".to_owned()),
             ..HTTPGetAction::default()
         }),
+        ..probe_timing()
+    }
+}
+
+fn probe_timing() -> Probe {
+    Probe {
         period_seconds: Some(10),
         timeout_seconds: Some(5),
         failure_threshold: Some(3),
         success_threshold: Some(1),
         ..Probe::default()
     }
+}
+
+/// Ready = PostgreSQL answers and is the primary, or a replica that streams. Patroni 3.0's
+/// `/readiness` (the image's Patroni) answers 200 for any member whose PostgreSQL runs, so a
+/// replica that cannot reach its primary (or replays a backlog from the archive) would sit in
+/// `<c>-replicas` serving stale reads, and count as healthy for a rolling restart. The probe
+/// asks PostgreSQL itself, as the superuser over the Unix socket (peer authentication, no
+/// secret): `pg_is_in_recovery()` and `pg_stat_wal_receiver`. In a standby cluster the
+/// standby leader follows a host outside the cluster or a repository, where streaming is
+/// not guaranteed (repo-only replays from the archive): there only members that follow a
+/// member of this cluster (their `primary_conninfo` names the pods Service) must stream.
+fn readiness_probe(cluster: &ValidatedCluster) -> Probe {
+    let script = format!(
+        "test \"$(PGCONNECT_TIMEOUT=3 PGOPTIONS='-c statement_timeout=3000' psql -XAtq \
+         -h {socket} -U {user} -d postgres -c \"$1\")\" = t",
+        socket = paths::SOCKET_DIR,
+        user = naming::SUPERUSER,
+    );
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                script,
+                "readiness".to_owned(),
+                readiness_sql(cluster),
+            ]),
+        }),
+        ..probe_timing()
+    }
+}
+
+/// The readiness query (one boolean); see [`readiness_probe`].
+pub fn readiness_sql(cluster: &ValidatedCluster) -> String {
+    let mut ready = vec![
+        "not pg_is_in_recovery()".to_owned(),
+        "exists (select from pg_stat_wal_receiver where status = 'streaming')".to_owned(),
+    ];
+    if cluster.standby.as_ref().is_some_and(|s| s.enabled) {
+        // `host=<instance>-0.<c>-pods.<ns>.svc ...`: a replica of this cluster's leader.
+        let members = format!(
+            ".{}.{}.svc",
+            cluster.names.pods_service(),
+            cluster.namespace
+        );
+        ready.push(format!(
+            "position('{members}' in current_setting('primary_conninfo')) = 0"
+        ));
+    }
+    format!("select {}", ready.join(" or "))
 }
 
 /// The database container's environment: the member-specific variables this builder owns,
