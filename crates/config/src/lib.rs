@@ -3,6 +3,7 @@
 //! exporter queries). Shared by the operator (files in ConfigMaps) and `tusk local` (files on
 //! disk) so there is one source of truth. No Kubernetes calls, no I/O.
 
+pub mod backup_status;
 pub mod custom_tls;
 pub mod exporter;
 pub mod hba;

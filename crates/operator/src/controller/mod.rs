@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod archiver;
+pub mod backup_records;
 pub mod backup_report;
 pub mod backups;
 pub mod custom_tls;
@@ -23,7 +24,6 @@ pub mod root_ca;
 pub mod sql;
 pub mod stanza;
 pub mod status;
-pub mod stop_order;
 pub mod switchover;
 
 use std::sync::Arc;
@@ -80,6 +80,8 @@ pub struct Context {
     /// Latest `pg_stat_archiver` figures per cluster (written by the step that reads them),
     /// for the `WALArchiving` condition.
     pub archiver: Arc<backups::ArchiverReports>,
+    /// Which finished backups the SQL step already recorded for the exporter, per cluster.
+    pub backup_records: Arc<backup_records::BackupRecords>,
     /// Where the SQL step dials a cluster's primary (tests point it at their own server).
     pub primary_resolver: Arc<dyn sql::PrimaryResolver>,
     /// The operator's client certificate for the SQL step, in memory only.
@@ -114,6 +116,7 @@ impl Context {
             operator_namespace: DEFAULT_OPERATOR_NAMESPACE.to_owned(),
             served: ServedKinds::all(),
             archiver: Arc::default(),
+            backup_records: Arc::default(),
             primary_resolver: Arc::new(sql::ServiceResolver),
             operator_identity: Arc::default(),
             trust_settle: crate::material::TRUST_SETTLE,
@@ -206,6 +209,11 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         root_ca: &root_ca,
         server_ca_pem: &server_ca_pem,
         archiver: &ctx.archiver,
+        last_backup_completion: current
+            .pgbackrest
+            .as_ref()
+            .and_then(|p| p.last_backup_completion.as_deref()),
+        backup_records: &ctx.backup_records,
     };
     // An in-place restore stops the cluster only once the WAL written so far is archived.
     let mut wal_hold = None;
@@ -236,24 +244,6 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         material: &material,
     });
     restore::gate_instances(&mut desired, &phase);
-    // Shutdown stops the primary last and starts it first (pods are read only when it can
-    // matter: shutting down, or no pod is the primary).
-    let stop_order = if phase == restore::RestorePhase::Idle
-        && (validated.shutdown || observed.primary.is_none())
-    {
-        let planned = plan.instances().map(|(_, i)| i.to_owned()).collect();
-        let pods = stop_order::instance_pods(&ctx.client, namespace, name).await?;
-        stop_order::decide(
-            validated.shutdown,
-            &planned,
-            &observed,
-            current.primary.as_deref(),
-            &pods,
-        )
-    } else {
-        stop_order::StopOrder::Free
-    };
-    stop_order::hold_instances(&mut desired, &stop_order);
     desired.extend(restore::clone_objects(&validated, clone_source.as_ref()));
     let owner = cluster.controller_owner_ref(&());
     let applied = apply::apply(
@@ -334,10 +324,7 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
 
     let outcome = Outcome::Applied {
         desired: validated.desired_instances(),
-        primary: observed
-            .primary
-            .clone()
-            .or_else(|| stop_order.remembered_primary().map(str::to_owned)),
+        primary: observed.primary.clone(),
         statefulsets: status::list_statefulsets(&ctx.client, namespace, name).await?,
         not_served: not_served_message(&ctx.served, &applied.not_served),
     };

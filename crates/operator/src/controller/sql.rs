@@ -4,7 +4,9 @@
 //! the Secret says) and databases, then the service roles (PgBouncer's auth role and lookup
 //! function, the exporter's role). Both halves are state-based (`tusk_sql`), so a settled
 //! cluster executes nothing. With backups configured it also reads `pg_stat_archiver` into
-//! the shared [`ArchiverReports`], from which the backup step derives `WALArchiving`.
+//! the shared [`ArchiverReports`], from which the backup step derives `WALArchiving`, and,
+//! with an exporter, records newly finished backups in its backup-status table
+//! ([`super::backup_records`]).
 //!
 //! How the operator gets in: TLS with `verify-full` against the cluster CA (the operator root,
 //! or the `ca.crt` of `spec.customTLSSecret`) to `<c>-primary.<ns>.svc:<port>`, as
@@ -32,6 +34,7 @@ use tusk_pki::{Leaf, RootCa};
 use tusk_sql::{ClientCert, ConnectTarget, Pem, SqlError};
 
 use super::archiver::{ArchiverFigures, ArchiverReports};
+use super::backup_records::{record_backups, BackupRecords};
 use super::dereference::Observed;
 use crate::material::Material;
 
@@ -141,6 +144,10 @@ pub struct SqlInput<'a> {
     pub server_ca_pem: &'a str,
     /// Where the primary's `pg_stat_archiver` figures go (clusters with backups only).
     pub archiver: &'a ArchiverReports,
+    /// `status.pgbackrest.lastBackupCompletion` as the reconcile found it.
+    pub last_backup_completion: Option<&'a str>,
+    /// Which of those the exporter's backup-status table already holds.
+    pub backup_records: &'a BackupRecords,
 }
 
 /// Runs the SQL step when the primary's pod is Ready.
@@ -332,6 +339,27 @@ async fn apply(target: &ConnectTarget, input: &SqlInput<'_>) -> Result<Vec<Strin
             services.executed,
             services.databases.join(", ")
         ));
+    }
+    // After the service roles: they create the table the backups are recorded in.
+    let cluster = input.cluster;
+    if let Some(completion) = input
+        .backup_records
+        .due(cluster, input.last_backup_completion)
+    {
+        match record_backups(target).await {
+            Ok(rows) => {
+                input.backup_records.mark(cluster, completion);
+                if rows > 0 {
+                    executed.push(format!(
+                        "recorded the newest backups ({rows} repository/type pairs) for the exporter"
+                    ));
+                }
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "recording the repository's backups for the exporter failed; retried on the next reconcile"
+            ),
+        }
     }
     if input.cluster.backups.is_some() {
         let figures = read_archiver(target).await?;
