@@ -293,3 +293,66 @@ pub fn condition(cluster: &DynamicObject, type_: &str) -> Value {
         .cloned()
         .unwrap_or(Value::Null)
 }
+
+/// The user's own certificates for manifests with `customTLSSecret` (examples 03 and 06), as
+/// a user would bring them: a CA of their own, a server certificate for the cluster's Service
+/// names and a replication client certificate with the replication role as CN, stored under
+/// the keys the manifest's `items` map from. Without them the operator rightly refuses the
+/// cluster (`InvalidCustomTLS`).
+pub async fn create_custom_tls_secrets(client: &Client, namespace: &str, manifest: &Value) {
+    let spec = &manifest["spec"];
+    if spec.get("customTLSSecret").is_none() {
+        return;
+    }
+    let mut object = manifest.clone();
+    object["metadata"]["namespace"] = Value::String(namespace.to_owned());
+    let cluster: tusk_api::PostgresCluster = serde_json::from_value(object).unwrap();
+    let validated = tusk_api::validate(&cluster).expect("reference manifests are valid");
+    let now = time::OffsetDateTime::now_utc();
+    let ca = tusk_pki::RootCa::generate(now).unwrap();
+    let server = ca
+        .issue_server(
+            &validated.names.primary_service(),
+            &tusk_operator::material::server_dns_names(&validated),
+            now,
+        )
+        .unwrap();
+    let replication = ca.issue_client(naming::REPLICATION_USER, now).unwrap();
+    for (field, leaf) in [
+        ("customTLSSecret", &server),
+        ("customReplicationTLSSecret", &replication),
+    ] {
+        let projection = &spec[field];
+        let files = [
+            ("tls.crt", leaf.cert_pem.as_str()),
+            ("tls.key", leaf.key_pem.as_str()),
+            ("ca.crt", ca.cert_pem()),
+        ];
+        // `items` maps Secret keys to file names; without it the keys are the file names.
+        let key_for = |file: &str| {
+            projection["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i["path"] == file))
+                .map(|i| i["key"].as_str().unwrap().to_owned())
+                .unwrap_or_else(|| file.to_owned())
+        };
+        let data: BTreeMap<String, String> = files
+            .iter()
+            .map(|(file, pem)| (key_for(file), (*pem).to_owned()))
+            .collect();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(client.clone(), namespace);
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(projection["name"].as_str().unwrap().to_owned()),
+                ..Default::default()
+            },
+            string_data: Some(data),
+            ..Default::default()
+        };
+        secrets
+            .create(&kube::api::PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("creating the {field} Secret: {e}"));
+    }
+}

@@ -31,6 +31,40 @@ pub async fn run_psql_job(
     ca_secret: &str,
     script: &str,
 ) -> JobResult {
+    let connection = PsqlConnection {
+        user_secret,
+        uri_key: "uri",
+        ca_secret,
+        ca_key: "ca.crt",
+    };
+    run_psql_job_with(client, namespace, name, image, &connection, script).await
+}
+
+/// Which Secret keys a psql Job connects with: `PGURI` is key `uri_key` of `user_secret`
+/// (`uri`, `pgbouncer-uri`), the CA is key `ca_key` of `ca_secret` (a custom TLS Secret names
+/// its keys as the user chose).
+pub struct PsqlConnection<'a> {
+    pub user_secret: &'a str,
+    pub uri_key: &'a str,
+    pub ca_secret: &'a str,
+    pub ca_key: &'a str,
+}
+
+/// [`run_psql_job`] with the connection's Secret keys given.
+pub async fn run_psql_job_with(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    image: &str,
+    connection: &PsqlConnection<'_>,
+    script: &str,
+) -> JobResult {
+    let PsqlConnection {
+        user_secret,
+        uri_key,
+        ca_secret,
+        ca_key,
+    } = connection;
     let job: Job = serde_json::from_value(json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -52,7 +86,7 @@ pub async fn run_psql_job(
                         "imagePullPolicy": "Always",
                         "command": ["bash", "-ceu", script],
                         "env": [
-                            {"name": "PGURI", "valueFrom": {"secretKeyRef": {"name": user_secret, "key": "uri"}}},
+                            {"name": "PGURI", "valueFrom": {"secretKeyRef": {"name": user_secret, "key": uri_key}}},
                             {"name": "PGSSLMODE", "value": "verify-full"},
                             {"name": "PGSSLROOTCERT", "value": "/tls/ca.crt"},
                             {"name": "PGCONNECT_TIMEOUT", "value": "10"}
@@ -66,7 +100,7 @@ pub async fn run_psql_job(
                     }],
                     "volumes": [{
                         "name": "ca",
-                        "secret": {"secretName": ca_secret, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+                        "secret": {"secretName": ca_secret, "items": [{"key": ca_key, "path": "ca.crt"}]}
                     }]
                 }
             }
