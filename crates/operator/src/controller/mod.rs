@@ -24,6 +24,7 @@ pub mod root_ca;
 pub mod sql;
 pub mod stanza;
 pub mod status;
+pub mod stop_order;
 pub mod switchover;
 
 use std::sync::Arc;
@@ -244,6 +245,24 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
         material: &material,
     });
     restore::gate_instances(&mut desired, &phase);
+    // Shutdown stops the primary last and starts it first (pods are read only when it can
+    // matter: shutting down, or no pod is the primary).
+    let stop_order = if phase == restore::RestorePhase::Idle
+        && (validated.shutdown || observed.primary.is_none())
+    {
+        let planned = plan.instances().map(|(_, i)| i.to_owned()).collect();
+        let pods = stop_order::instance_pods(&ctx.client, namespace, name).await?;
+        stop_order::decide(
+            validated.shutdown,
+            &planned,
+            &observed,
+            current.primary.as_deref(),
+            &pods,
+        )
+    } else {
+        stop_order::StopOrder::Free
+    };
+    stop_order::hold_instances(&mut desired, &stop_order);
     desired.extend(restore::clone_objects(&validated, clone_source.as_ref()));
     let owner = cluster.controller_owner_ref(&());
     let applied = apply::apply(
@@ -324,7 +343,10 @@ async fn pipeline(cluster: &PostgresCluster, ctx: &Context) -> Result<Action, Er
 
     let outcome = Outcome::Applied {
         desired: validated.desired_instances(),
-        primary: observed.primary.clone(),
+        primary: observed
+            .primary
+            .clone()
+            .or_else(|| stop_order.remembered_primary().map(str::to_owned)),
         statefulsets: status::list_statefulsets(&ctx.client, namespace, name).await?,
         not_served: not_served_message(&ctx.served, &applied.not_served),
     };
