@@ -236,7 +236,8 @@ async fn a_failed_initial_backup_is_reported_and_retried_after_a_backoff() {
 }
 
 /// No initial backup where it would be wrong: a standby cluster (its repository belongs to
-/// the cluster it follows) and a cluster that is shut down.
+/// the cluster it follows; it has no stanza either, which pgBackRest would refuse without a
+/// primary) until it is promoted, and a cluster that is shut down.
 #[tokio::test]
 async fn no_initial_backup_for_a_standby_or_a_shut_down_cluster() {
     let standby = Harness::new(manifest(
@@ -245,10 +246,35 @@ async fn no_initial_backup_for_a_standby_or_a_shut_down_cluster() {
         "  standby: {enabled: true, repoName: repo1}",
     ))
     .await;
-    stanza_created(&standby).await;
+    standby.reconcile().await;
+    let instance = standby.instance_sets().await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    standby.primary_pod(&instance).await;
     standby.reconcile().await;
     standby.reconcile().await;
-    assert!(standby.jobs_labelled(&selector()).await.is_empty());
+    assert!(
+        standby.job_names().await.is_empty(),
+        "no stanza (pgBackRest refuses one without a primary) and no backup: {:?}",
+        standby.job_names().await
+    );
+    let ready = standby.condition("BackupsReady").await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "StandbyCluster")
+    );
+    assert!(ready.message.contains("repo1"), "{}", ready.message);
+    // Promoted: its own stanza, then its initial backup.
+    standby
+        .edit(|c| c.spec.standby.as_mut().unwrap().enabled = false)
+        .await;
+    standby.reconcile().await;
+    assert!(standby.job_names().await.contains("hippo-stanza-create"));
+    standby.finish_job("hippo-stanza-create", true).await;
+    standby.reconcile().await;
+    assert_eq!(standby.jobs_labelled(&selector()).await.len(), 1);
 
     let h = Harness::new(manifest(1, "", "")).await;
     h.reconcile().await;

@@ -15,8 +15,8 @@ use tusk_api::ValidatedCluster;
 use super::archiver::{wal_archiving, ArchiveHealth, ArchiverFigures, ArchivingVerdict};
 use super::backups::{
     job_failed, job_status, job_succeeded, scheduled_backups, Verdict, BACKUPS_READY,
-    REASON_BACKUPS_SUCCEEDED, REASON_BACKUP_JOB_FAILED, REASON_NO_REPO, REASON_STANZA_FAILED,
-    REASON_STANZA_PENDING, WAL_ARCHIVING,
+    REASON_BACKUPS_SUCCEEDED, REASON_BACKUP_JOB_FAILED, REASON_NO_REPO, REASON_STANDBY,
+    REASON_STANZA_FAILED, REASON_STANZA_PENDING, WAL_ARCHIVING,
 };
 use super::initial_backup;
 use crate::build::backup_jobs::FULL;
@@ -140,9 +140,32 @@ pub fn report(inputs: &BackupInputs, manual_id: Option<&str>) -> BackupReport {
         };
     } else if backups_ready.ok && !initial_complete {
         backups_ready.message = format!(
-            "stanza created; the initial full backup (Job {}) runs",
-            cluster.names.replica_create_backup_job()
+            "stanza created; the initial full backup (Job {}) {}",
+            cluster.names.replica_create_backup_job(),
+            if initial.is_some() {
+                "runs"
+            } else {
+                "starts once a primary runs"
+            }
         );
+    }
+    if super::stanza::is_standby(cluster) && !stanza_created {
+        let source = cluster
+            .standby
+            .as_ref()
+            .and_then(|s| s.repo_name.as_deref())
+            .map_or_else(
+                || "streams from its source".to_owned(),
+                |repo| format!("replays {repo} of the cluster it follows"),
+            );
+        backups_ready = Verdict {
+            ok: true,
+            reason: REASON_STANDBY,
+            message: format!(
+                "a standby cluster {source}: it creates no stanza and takes no backups until \
+                 it is promoted (spec.standby.enabled: false)"
+            ),
+        };
     }
     // One Warning per failed attempt: the message names the attempt, so it changes only then.
     if backups_ready.reason == REASON_STANZA_FAILED

@@ -39,6 +39,8 @@ pub const REASON_STANZA_PENDING: &str = "StanzaNotCreated";
 pub const REASON_STANZA_FAILED: &str = "StanzaCreateFailed";
 pub const REASON_BACKUP_JOB_FAILED: &str = "BackupJobFailed";
 pub const REASON_BACKUPS_SUCCEEDED: &str = "BackupsSucceeded";
+/// `BackupsReady` True reason of a standby cluster: it takes no backups of its own.
+pub const REASON_STANDBY: &str = "StandbyCluster";
 /// Warning Event reason of a backup annotation that cannot be acted on.
 pub const REASON_MANUAL_NOT_CONFIGURED: &str = "ManualBackupNotConfigured";
 

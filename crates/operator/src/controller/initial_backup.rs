@@ -90,11 +90,10 @@ fn desired(cluster: &ValidatedCluster, image: &str, attempt: u32) -> Option<Job>
 /// The decision (pure).
 pub fn next_step(inputs: &InitialBackupInputs) -> StanzaStep {
     let cluster = inputs.cluster;
-    let standby = cluster.standby.as_ref().is_some_and(|s| s.enabled);
     if !inputs.primary
         || inputs.held
         || cluster.shutdown
-        || standby
+        || super::stanza::is_standby(cluster)
         || !inputs.stanza_created
         || inputs.recorded_complete
     {

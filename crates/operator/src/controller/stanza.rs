@@ -1,5 +1,5 @@
-//! The life of the stanza-create Job `<c>-stanza-create`: created once a primary runs, until
-//! the stanza is recorded as created. A Job that failed (Kubernetes gave up after its own
+//! The life of the stanza-create Job `<c>-stanza-create`: created once a primary runs (never
+//! in a standby cluster, see [`is_standby`]), until the stanza is recorded as created. A Job that failed (Kubernetes gave up after its own
 //! [`backup_jobs::STANZA_CREATE_RETRIES`] retries) is never left for a person to delete: the
 //! operator replaces it
 //!
@@ -142,10 +142,17 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// An enabled `spec.standby`: the cluster replays another cluster's archive and writes none
+/// of its own, so it has no stanza to create (pgBackRest refuses one without a primary:
+/// "unable to find primary cluster") and takes no backups until it is promoted.
+pub fn is_standby(cluster: &ValidatedCluster) -> bool {
+    cluster.standby.as_ref().is_some_and(|s| s.enabled)
+}
+
 /// The decision (pure).
 pub fn next_step(inputs: &StanzaInputs) -> StanzaStep {
     let cluster = inputs.cluster;
-    if !inputs.primary || cluster.shutdown || inputs.stanza_recorded {
+    if !inputs.primary || cluster.shutdown || inputs.stanza_recorded || is_standby(cluster) {
         return StanzaStep::Keep;
     }
     let Some(current) = backup_jobs::stanza_create_job(cluster, inputs.image) else {
