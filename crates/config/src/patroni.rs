@@ -246,6 +246,11 @@ pub fn dynamic_configuration(cluster: &ValidatedCluster) -> Value {
         // Slots keep the primary's WAL until every member has it, so a restarted replica
         // resumes streaming instead of needing a re-clone.
         "postgresql": { "use_slots": true },
+        // When the DCS (etcd, the Kubernetes API) is gone but every member still answers the
+        // primary's REST calls, the primary keeps serving instead of demoting itself: no
+        // member can be promoted meanwhile, since each one heard from the primary within the
+        // lease. A primary that cannot reach every member still demotes.
+        "failsafe_mode": true,
     });
 
     let mut user: Map<String, Value> = settings.dynamic_configuration.clone().into_iter().collect();

@@ -50,16 +50,23 @@ fn member() -> Member {
 #[test]
 fn user_settings_override_defaults_but_not_requirements() {
     let dcs = dynamic_configuration(&with_dynamic_configuration(
-        "{maximum_lag_on_failover: 0, synchronous_mode: true, \
+        "{maximum_lag_on_failover: 0, synchronous_mode: true, failsafe_mode: false, \
          postgresql: {use_pg_rewind: false, use_slots: false}, \
          standby_cluster: {host: 198.51.100.1}}",
     ));
     assert_eq!(dcs["maximum_lag_on_failover"], json!(0));
+    assert_eq!(dcs["failsafe_mode"], json!(false));
     assert_eq!(dcs["synchronous_mode"], json!(true));
     assert_eq!(dcs["postgresql"]["use_slots"], json!(false));
     assert_eq!(dcs["postgresql"]["use_pg_rewind"], json!(true));
     // Only spec.standby makes a standby cluster.
     assert!(dcs.get("standby_cluster").is_none(), "{dcs:#}");
+}
+
+#[test]
+fn failsafe_mode_is_on_by_default() {
+    let dcs = dynamic_configuration(&with_dynamic_configuration("{}"));
+    assert_eq!(dcs["failsafe_mode"], json!(true));
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //!
 //! Included by path next to `ha.rs` (`mod ha; mod ledger;`).
 
+#![allow(dead_code)] // each test binary reads a different part of the verdict
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
