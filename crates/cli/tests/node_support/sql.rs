@@ -39,6 +39,23 @@ pub async fn login(
     service: &str,
     user: &str,
 ) -> Login {
+    let names = tusk_api::naming::ClusterNames::new(
+        tusk_api::naming::DnsLabel::new(cluster).expect("a cluster name"),
+    );
+    let ca = (names.cluster_cert_secret(), "ca.crt");
+    login_verified_by(client, namespace, cluster, service, user, (&ca.0, ca.1)).await
+}
+
+/// [`login`] verifying the server against key `ca.1` of Secret `ca.0` (e.g. the user's own
+/// `customTLSSecret`, whose keys the user named).
+pub async fn login_verified_by(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    service: &str,
+    user: &str,
+    ca: (&str, &str),
+) -> Login {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let names = tusk_api::naming::ClusterNames::new(
         tusk_api::naming::DnsLabel::new(cluster).expect("a cluster name"),
@@ -47,10 +64,7 @@ pub async fn login(
         .get(&names.user_secret(user))
         .await
         .expect("the user's Secret");
-    let cert_secret = secrets
-        .get(&names.cluster_cert_secret())
-        .await
-        .expect("the cluster certificate Secret");
+    let cert_secret = secrets.get(ca.0).await.expect("the CA's Secret");
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let svc = services.get(service).await.expect("the Service");
     let cluster_ip: IpAddr = svc
@@ -67,7 +81,7 @@ pub async fn login(
             port: secret_text(&user_secret, "port").parse().expect("a port"),
             socket_dir: None,
             user: secret_text(&user_secret, "user"),
-            ca: Some(Pem::Text(secret_text(&cert_secret, "ca.crt"))),
+            ca: Some(Pem::Text(secret_text(&cert_secret, ca.1))),
             client_cert: None,
             password: Some(secret_text(&user_secret, "password")),
         },
