@@ -38,11 +38,35 @@ use super::volumes::{VOLUME_PGDATA, VOLUME_PGWAL, VOLUME_TMP};
 /// The restore container (the PGO family's name).
 pub const CONTAINER_RESTORE: &str = "pgbackrest-restore";
 
+/// A bash function `mark_history_ready DATADIR`: marks every timeline history file in
+/// `DATADIR/pg_wal` that is neither archived (`.done`) nor queued (`.ready`) for archiving.
+///
+/// Why: the Job's server runs with `archive_mode=off` (it must not archive into whichever
+/// repo its configuration names), so PostgreSQL queues nothing it writes, not even the history
+/// file of the timeline its promotion starts. The instance later archives with its own
+/// `archive_command`, but only what is queued: without this, the repository never learns the
+/// new timeline, and a standby or a later point-in-time restore from it follows the old
+/// timeline past this restore's target (the rows this restore removed come back). History
+/// files restored from the archive during recovery are `.done` already and stay so.
+pub const MARK_HISTORY_READY: &str = r#"mark_history_ready() {
+  local history status
+  for history in "$1"/pg_wal/*.history; do
+    [ -e "$history" ] || continue
+    status="$1/pg_wal/archive_status/$(basename "$history")"
+    [ -e "$status.done" ] || [ -e "$status.ready" ] || touch "$status.ready"
+  done
+}
+"#;
+
 /// `pgbackrest restore` with the arguments after the script, then recovery to the end (or the
-/// target) with this pod's configuration, then a clean stop. `PGDATA` and `PGBIN` come from
-/// the environment. A server that stops early or never leaves recovery fails the Job.
-pub const RESTORE_SCRIPT: &str = r#"set -eu
-pgbackrest "$@"
+/// target) with this pod's configuration, then a clean stop, then the new timeline's history
+/// queued for archiving ([`MARK_HISTORY_READY`]). `PGDATA` and `PGBIN` come from the
+/// environment. A server that stops early or never leaves recovery fails the Job.
+pub fn restore_script() -> String {
+    format!("set -eu\n{MARK_HISTORY_READY}{RESTORE_STEPS}")
+}
+
+const RESTORE_STEPS: &str = r#"pgbackrest "$@"
 # Local only: no TCP listener, no archiving into any repo, no certificates needed.
 "$PGBIN/pg_ctl" start --wait --timeout=31536000 --pgdata="$PGDATA" --log="$PGDATA/restore.log" \
   --options="-c listen_addresses= -c unix_socket_directories=/tmp -c archive_mode=off -c ssl=off -c hot_standby=on"
@@ -51,6 +75,7 @@ until "$PGBIN/pg_controldata" "$PGDATA" | grep -q '^Database cluster state: *in 
   sleep 5
 done
 "$PGBIN/pg_ctl" stop --wait --mode=fast --pgdata="$PGDATA"
+mark_history_ready "$PGDATA"
 echo "restore finished: recovery ended and the server was promoted"
 "#;
 
@@ -190,7 +215,7 @@ pub fn restore_job(input: &RestoreJobInput) -> Job {
     let mut command = vec![
         "bash".to_owned(),
         "-c".to_owned(),
-        RESTORE_SCRIPT.to_owned(),
+        restore_script(),
         CONTAINER_RESTORE.to_owned(),
     ];
     command.extend(restore_job_args(input));
@@ -266,7 +291,7 @@ pub fn restore_job(input: &RestoreJobInput) -> Job {
 
 #[cfg(test)]
 mod tests {
-    use super::RESTORE_SCRIPT;
+    use super::{restore_script, MARK_HISTORY_READY};
 
     /// The script is valid bash (parsed by the real shell with `-n`, not run), and the same
     /// check refuses a broken script.
@@ -279,7 +304,59 @@ mod tests {
                 .expect("bash runs")
                 .success()
         };
-        assert!(check(RESTORE_SCRIPT));
+        assert!(check(&restore_script()));
         assert!(!check("until true; do"));
+    }
+
+    /// The new timeline's history file (written while `archive_mode=off`) is queued for the
+    /// instance's archiver; one restored from the archive (`.done`) or already queued is left
+    /// alone; segments are not touched. Run by the real bash on a real directory.
+    #[test]
+    fn only_unarchived_history_files_are_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("pg_wal");
+        let status = wal.join("archive_status");
+        std::fs::create_dir_all(&status).unwrap();
+        for file in [
+            "00000002.history",
+            "00000003.history",
+            "00000004.history",
+            "000000040000000000000007",
+        ] {
+            std::fs::write(wal.join(file), "").unwrap();
+        }
+        std::fs::write(status.join("00000002.history.done"), "").unwrap();
+        std::fs::write(status.join("00000003.history.ready"), "").unwrap();
+        let script = format!("{MARK_HISTORY_READY}mark_history_ready \"$1\"");
+        let ok = std::process::Command::new("bash")
+            .args(["-ceu", &script, "test"])
+            .arg(dir.path())
+            .status()
+            .expect("bash runs")
+            .success();
+        assert!(ok);
+        let mut queued: Vec<String> = std::fs::read_dir(&status)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        queued.sort();
+        assert_eq!(
+            queued,
+            [
+                "00000002.history.done",
+                "00000003.history.ready",
+                "00000004.history.ready"
+            ]
+        );
+        // An empty pg_wal (no history file) is not an error.
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(empty.path().join("pg_wal/archive_status")).unwrap();
+        let ok = std::process::Command::new("bash")
+            .args(["-ceu", &script, "test"])
+            .arg(empty.path())
+            .status()
+            .expect("bash runs")
+            .success();
+        assert!(ok);
     }
 }
