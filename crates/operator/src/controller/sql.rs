@@ -43,6 +43,8 @@ pub const USERS_READY: &str = "UsersReady";
 /// `UsersReady` reasons.
 pub const REASON_APPLIED: &str = "SqlStateApplied";
 pub const REASON_WAITING: &str = "WaitingForPrimary";
+/// `UsersReady` reason of a standby cluster: read-only, its roles come from its source.
+pub const REASON_STANDBY: &str = "StandbyCluster";
 
 /// Where to dial a cluster's primary: `host` is the name the server certificate must carry;
 /// `hostaddr`, when set, is dialled instead of resolving `host`.
@@ -105,6 +107,9 @@ pub enum SqlOutcome {
     WaitingForPrimary,
     /// The server matches the spec; `executed` describes what had to change (never SQL).
     Applied { executed: Vec<String> },
+    /// A standby cluster: its server is read-only and replays the roles and databases of the
+    /// cluster it follows, so nothing is tried until it is promoted.
+    Standby,
     /// `reason` is the failure's category (condition and Event reason); `message` never
     /// holds a password or verifier.
     Failed {
@@ -127,6 +132,13 @@ impl SqlOutcome {
                 true,
                 REASON_APPLIED,
                 "roles, passwords, databases and service roles match the spec".into(),
+            ),
+            SqlOutcome::Standby => (
+                true,
+                REASON_STANDBY,
+                "a standby cluster is read-only: its roles and databases are those of the cluster \
+                 it follows; spec.users is applied once it is promoted"
+                    .into(),
             ),
             SqlOutcome::Failed { reason, message } => (false, reason, message.clone()),
         }
@@ -160,6 +172,11 @@ pub async fn reconcile_sql(
     let Some(primary) = input.primary else {
         return SqlOutcome::WaitingForPrimary;
     };
+    if super::stanza::is_standby(input.cluster) {
+        // Every statement would fail ("cannot execute CREATE ROLE in a read-only
+        // transaction") on every reconcile, with a Warning each time.
+        return SqlOutcome::Standby;
+    }
     match pod_ready(client, &input.cluster.namespace, primary).await {
         Ok(true) => {}
         Ok(false) => return SqlOutcome::WaitingForPrimary,
