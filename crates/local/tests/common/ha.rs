@@ -379,7 +379,7 @@ impl Drop for Cluster {
 }
 
 /// Direct children of `parent` (the postmaster's backends, walsenders, checkpointer ...).
-fn children_of(parent: u32) -> Vec<u32> {
+pub fn children_of(parent: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

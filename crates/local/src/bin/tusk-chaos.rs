@@ -1,0 +1,205 @@
+//! Chaos runner for `tusk local` clusters: rounds of one fault each while writers on every
+//! member keep a ledger of acknowledged rows (tests/common/chaos.rs, shared with the CI
+//! version tests/chaos_sync.rs), with synchronous mode on and off, then a table per fault:
+//! rounds, faults injected, failovers, the longest write gap, acknowledged rows lost and the
+//! longest time two members acknowledged writes at once. Prints figures and each failing
+//! round's reasons; exits non-zero when a round failed or could not inject its fault.
+//!
+//!     cargo run --release -p tusk-local --bin tusk-chaos -- \
+//!         [--rounds N] [--faults kill-primary,freeze-patroni,...] [--synchronous on|off|both]
+//!
+//! One fresh 3-member cluster (examples/02-hippo-ha.yaml, ttl 10 s, no backups) per fault and
+//! mode, on 127.45.{20..}.x, in a directory under the system temp dir; it starts, signals and
+//! stops only the processes that cluster recorded. Needs the Debian packages `tusk local`
+//! needs.
+
+#[path = "../../tests/common/chaos.rs"]
+mod chaos;
+#[path = "../../tests/common/ha.rs"]
+mod ha;
+#[path = "../../tests/common/ledger.rs"]
+mod ledger;
+
+use std::time::Duration;
+
+use chaos::{Fault, Round};
+use ha::{manifest, Cluster, ManifestEdit};
+
+const USAGE: &str =
+    "usage: tusk-chaos [--rounds N] [--faults NAME,...] [--synchronous on|off|both]";
+const TTL: u32 = 10;
+
+struct Options {
+    rounds: u32,
+    faults: Vec<Fault>,
+    modes: Vec<bool>,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        rounds: 1,
+        faults: Fault::ALL.to_vec(),
+        modes: vec![true, false],
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--rounds" => {
+                options.rounds = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("--rounds: {value:?} is not a number >= 1"))?
+            }
+            "--faults" => {
+                options.faults = value
+                    .split(',')
+                    .map(|name| {
+                        Fault::parse(name).ok_or_else(|| {
+                            let known: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                            format!(
+                                "--faults: unknown fault {name:?} (known: {})",
+                                known.join(", ")
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--synchronous" => {
+                options.modes = match value.as_str() {
+                    "on" => vec![true],
+                    "off" => vec![false],
+                    "both" => vec![true, false],
+                    other => {
+                        return Err(format!("--synchronous: {other:?} is not on, off or both"))
+                    }
+                }
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(options)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse(&args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    std::env::set_var("TUSK_HA_QUIET", "1");
+    let mut rows = Vec::new();
+    let mut failed = false;
+    let mut network = 20;
+    for synchronous in &options.modes {
+        for fault in &options.faults {
+            let rounds = run(*fault, *synchronous, options.rounds, network);
+            network += 1;
+            for (n, round) in rounds.iter().enumerate() {
+                let failures = round.failures();
+                if !failures.is_empty() {
+                    failed = true;
+                    eprintln!(
+                        "FAILED {} (synchronous {}) round {}: {}",
+                        fault.name(),
+                        on_off(*synchronous),
+                        n + 1,
+                        failures.join("; ")
+                    );
+                }
+            }
+            rows.push((*fault, *synchronous, rounds));
+        }
+    }
+    println!();
+    println!(
+        "{:<18} {:>5} {:>6} {:>8} {:>9} {:>12} {:>12} {:>15}",
+        "fault",
+        "sync",
+        "rounds",
+        "injected",
+        "failovers",
+        "max gap s",
+        "lost/acked",
+        "double prim. s"
+    );
+    for (fault, synchronous, rounds) in &rows {
+        let injected = rounds.iter().filter(|r| r.not_injected.is_none()).count();
+        let failovers = rounds.iter().filter(|r| r.failover).count();
+        let gap = rounds.iter().map(|r| r.write_gap).max().unwrap_or_default();
+        let lost: usize = rounds.iter().map(|r| r.verdict.lost.len()).sum();
+        let acked: usize = rounds.iter().map(|r| r.verdict.acknowledged).sum();
+        let double = rounds
+            .iter()
+            .map(|r| r.verdict.double_primary)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        println!(
+            "{:<18} {:>5} {:>6} {:>8} {:>9} {:>12.1} {:>12} {:>15.1}",
+            fault.name(),
+            on_off(*synchronous),
+            rounds.len(),
+            injected,
+            failovers,
+            gap.as_secs_f64(),
+            format!("{lost}/{acked}"),
+            double.as_secs_f64()
+        );
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+fn on_off(synchronous: bool) -> &'static str {
+    if synchronous {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// `rounds` rounds of `fault` on one fresh cluster on 127.45.`network`.x.
+fn run(fault: Fault, synchronous: bool, rounds: u32, network: u32) -> Vec<Round> {
+    eprintln!(
+        "{} (synchronous {}): {rounds} round(s)",
+        fault.name(),
+        on_off(synchronous)
+    );
+    let cluster = Cluster::new(&format!("127.45.{network}"));
+    let edit = ManifestEdit {
+        ttl: Some(TTL),
+        loop_wait: Some(2),
+        synchronous_mode: Some(synchronous),
+        without_backups: true,
+        ..ManifestEdit::default()
+    };
+    let file = cluster.write_manifest(&manifest("02-hippo-ha.yaml", &edit));
+    cluster.up(&file).expect("up");
+    cluster.create_test_table();
+    (1..=rounds)
+        .map(|n| {
+            let round = chaos::run_round(&cluster, &file, fault, TTL);
+            eprintln!(
+                "  round {n}: failover {}, write gap {:.1}s, lost {}/{}, double primary {:.1}s{}",
+                round.failover,
+                round.write_gap.as_secs_f64(),
+                round.verdict.lost.len(),
+                round.verdict.acknowledged,
+                round.verdict.double_primary.as_secs_f64(),
+                round
+                    .not_injected
+                    .as_ref()
+                    .map(|r| format!(" (not injected: {r})"))
+                    .unwrap_or_default()
+            );
+            round
+        })
+        .collect()
+}
