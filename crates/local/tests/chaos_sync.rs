@@ -14,7 +14,7 @@ mod ha;
 mod ledger;
 
 use chaos::Fault;
-use ha::{manifest, Cluster, ManifestEdit};
+use ha::{Cluster, ManifestEdit};
 
 const TTL: u32 = 10;
 
@@ -31,18 +31,14 @@ const FAULTS: [Fault; 5] = [
 
 #[test]
 fn one_round_of_each_fault_in_synchronous_mode_loses_nothing() {
-    let cluster = Cluster::new("127.43.10");
     let edit = ManifestEdit {
         ttl: Some(TTL),
         loop_wait: Some(2),
+        synchronous_mode: Some(true),
         without_backups: true,
         ..ManifestEdit::default()
     };
-    let text = manifest("02-hippo-ha.yaml", &edit);
-    assert!(text.contains("synchronous_mode: true"), "{text}");
-    let file = cluster.write_manifest(&text);
-    cluster.up(&file).expect("up");
-    cluster.create_test_table();
+    let (cluster, file) = Cluster::ha_example("127.43.10", &edit);
 
     let mut failed = Vec::new();
     for fault in FAULTS {

@@ -14,7 +14,7 @@ mod ledger;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ha::{manifest, Cluster, ManifestEdit};
+use ha::{Cluster, ManifestEdit};
 use ledger::Ledger;
 use nix::sys::signal::Signal;
 
@@ -38,16 +38,13 @@ fn timeline(cluster: &Cluster, member: &str) -> String {
 
 #[test]
 fn the_primary_keeps_serving_through_an_etcd_outage_and_nothing_fails_over_after_it() {
-    let cluster = Cluster::new("127.43.8");
     let edit = ManifestEdit {
         ttl: Some(TTL),
         loop_wait: Some(2),
         without_backups: true,
         ..ManifestEdit::default()
     };
-    let file = cluster.write_manifest(&manifest("02-hippo-ha.yaml", &edit));
-    cluster.up(&file).expect("up");
-    cluster.create_test_table();
+    let (cluster, _) = Cluster::ha_example("127.43.8", &edit);
     let leader = cluster.leader();
     let leader_host = cluster.host_of(&leader);
     let timeline_before = timeline(&cluster, &leader);
@@ -77,13 +74,7 @@ fn the_primary_keeps_serving_through_an_etcd_outage_and_nothing_fails_over_after
     let (entries, attempted) = ledger.stop();
     let leader_after = cluster.leader();
     cluster.assert_every_replica_streams();
-    let stored: BTreeSet<i64> = cluster
-        .superuser_sql(&leader_after, "SELECT id FROM rows")
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    let verdict = ledger::verdict(&entries, attempted, &stored);
+    let verdict = ledger::verdict(&entries, attempted, &cluster.stored_ids(&leader_after));
     eprintln!(
         "etcd frozen for {:.1}s: {} commits acknowledged after the lease ran out, by {:?}; \
          {after} after; {verdict:?}",

@@ -12,10 +12,9 @@ mod ha;
 #[path = "common/ledger.rs"]
 mod ledger;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ha::{manifest, Cluster, ManifestEdit};
+use ha::{Cluster, ManifestEdit};
 use ledger::Ledger;
 use nix::sys::signal::Signal;
 
@@ -42,18 +41,14 @@ impl Drop for Frozen {
 
 #[test]
 fn a_frozen_primary_patroni_never_takes_the_lease_back_and_loses_no_acknowledged_write() {
-    let cluster = Cluster::new("127.43.7");
     let edit = ManifestEdit {
         ttl: Some(TTL),
         loop_wait: Some(5),
+        synchronous_mode: Some(true),
         without_backups: true,
         ..ManifestEdit::default()
     };
-    let text = manifest("02-hippo-ha.yaml", &edit);
-    assert!(text.contains("synchronous_mode: true"), "{text}");
-    let file = cluster.write_manifest(&text);
-    cluster.up(&file).expect("up");
-    cluster.create_test_table();
+    let (cluster, _) = Cluster::ha_example("127.43.7", &edit);
 
     let ledger = Ledger::start(&cluster, Duration::from_millis(20));
     let started = Instant::now();
@@ -63,13 +58,7 @@ fn a_frozen_primary_patroni_never_takes_the_lease_back_and_loses_no_acknowledged
     );
 
     let old = cluster.leader();
-    let patroni = cluster
-        .status()
-        .members
-        .iter()
-        .find(|m| m.name == old)
-        .and_then(|m| m.pids.patroni)
-        .expect("the leader's Patroni runs");
+    let patroni = cluster.patroni_pid(&old);
     let frozen_at = Instant::now();
     let frozen = Frozen::new(patroni);
     // The fault must really hand the lease over, or the round proves nothing.
@@ -89,13 +78,7 @@ fn a_frozen_primary_patroni_never_takes_the_lease_back_and_loses_no_acknowledged
     let (entries, attempted) = ledger.stop();
 
     let leader = cluster.leader();
-    let stored: BTreeSet<i64> = cluster
-        .superuser_sql(&leader, "SELECT id FROM rows")
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    let verdict = ledger::verdict(&entries, attempted, &stored);
+    let verdict = ledger::verdict(&entries, attempted, &cluster.stored_ids(&leader));
     eprintln!(
         "{old} frozen; {new} promoted after {:.1}s; resumed after {:.1}s; final leader \
          {leader}; {after} commits after settling; {verdict:?}",

@@ -23,7 +23,7 @@ mod ledger;
 use std::time::Duration;
 
 use chaos::{Fault, Round};
-use ha::{manifest, Cluster, ManifestEdit};
+use ha::{Cluster, ManifestEdit};
 
 const USAGE: &str =
     "usage: tusk-chaos [--rounds N] [--faults NAME,...] [--synchronous on|off|both]";
@@ -172,7 +172,6 @@ fn run(fault: Fault, synchronous: bool, rounds: u32, network: u32) -> Vec<Round>
         fault.name(),
         on_off(synchronous)
     );
-    let cluster = Cluster::new(&format!("127.45.{network}"));
     let edit = ManifestEdit {
         ttl: Some(TTL),
         loop_wait: Some(2),
@@ -180,9 +179,7 @@ fn run(fault: Fault, synchronous: bool, rounds: u32, network: u32) -> Vec<Round>
         without_backups: true,
         ..ManifestEdit::default()
     };
-    let file = cluster.write_manifest(&manifest("02-hippo-ha.yaml", &edit));
-    cluster.up(&file).expect("up");
-    cluster.create_test_table();
+    let (cluster, file) = Cluster::ha_example(&format!("127.45.{network}"), &edit);
     (1..=rounds)
         .map(|n| {
             let round = chaos::run_round(&cluster, &file, fault, TTL);

@@ -12,7 +12,6 @@
 
 #![allow(dead_code)] // the runner and the test use different parts
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -221,13 +220,7 @@ pub fn run_round(cluster: &Cluster, manifest: &Path, fault: Fault, ttl: u32) -> 
     let (entries, attempted) = ledger.stop();
 
     let leader = cluster.leader();
-    let stored: BTreeSet<i64> = cluster
-        .superuser_sql(&leader, "SELECT id FROM rows")
-        .expect("reading the rows on the primary")
-        .lines()
-        .map(|l| l.parse().expect("an id"))
-        .collect();
-    let verdict = ledger::verdict(&entries, attempted, &stored);
+    let verdict = ledger::verdict(&entries, attempted, &cluster.stored_ids(&leader));
     let write_gap =
         ha::longest_gap_around(entries.iter().map(|e| e.at), injected_at, Instant::now())
             .map(Duration::from_secs_f64)

@@ -120,6 +120,16 @@ impl Cluster {
         }
     }
 
+    /// A cluster on `network` from examples/02-hippo-ha.yaml with `edit`, up, with the test
+    /// role and table; returns it and its manifest.
+    pub fn ha_example(network: &str, edit: &ManifestEdit) -> (Cluster, PathBuf) {
+        let cluster = Cluster::new(network);
+        let file = cluster.write_manifest(&manifest("02-hippo-ha.yaml", edit));
+        cluster.up(&file).expect("up");
+        cluster.create_test_table();
+        (cluster, file)
+    }
+
     pub fn layout(&self) -> Layout {
         Layout::new(&self.state_dir)
     }
@@ -334,16 +344,29 @@ impl Cluster {
     /// Patroni stops PostgreSQL and hands the leader key back. Does not wait; returns when the
     /// signal was sent.
     pub fn terminate_patroni(&self, member: &str) -> Instant {
-        let report = self.status();
-        let pid = report
+        let pid = self.patroni_pid(member);
+        let sent_at = Instant::now();
+        tusk_local::system::signal(pid, nix::sys::signal::Signal::SIGTERM);
+        sent_at
+    }
+
+    /// The pid of `member`'s running Patroni.
+    pub fn patroni_pid(&self, member: &str) -> u32 {
+        self.status()
             .members
             .iter()
             .find(|m| m.name == member)
             .and_then(|m| m.pids.patroni)
-            .expect("patroni runs");
-        let sent_at = Instant::now();
-        tusk_local::system::signal(pid, nix::sys::signal::Signal::SIGTERM);
-        sent_at
+            .unwrap_or_else(|| panic!("{member}'s Patroni runs"))
+    }
+
+    /// The ids in the test table on `member`.
+    pub fn stored_ids(&self, member: &str) -> std::collections::BTreeSet<i64> {
+        self.superuser_sql(member, "SELECT id FROM rows")
+            .expect("reading the test table")
+            .lines()
+            .map(|l| l.parse().expect("an id"))
+            .collect()
     }
 
     /// `extract(epoch from pg_postmaster_start_time())` of `member`.
