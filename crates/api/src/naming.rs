@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "tusk.rs";
 /// Server-side apply field manager.
 pub const FIELD_MANAGER: &str = "tusk";
+/// The finalizer on every `PostgresCluster`: deletion waits until the operator has stopped the
+/// instances and removed the DCS objects Patroni made itself (which nothing owns).
+pub const FINALIZER: &str = "tusk.rs/finalizer";
 
 pub const LABEL_CLUSTER: &str = "tusk.rs/cluster";
 pub const LABEL_INSTANCE_SET: &str = "tusk.rs/instance-set";

@@ -423,8 +423,9 @@ async fn deleted_objects_come_back_and_deleting_the_cluster_collects_them() {
         .collect();
     assert_eq!(after, before, "the same instances, no new one");
 
-    // Deleting the cluster: kube-controller-manager's garbage collector removes every object
-    // it owns (the operator deletes nothing here).
+    // Deleting the cluster: the operator's finalizer stops the instances (no pods here) and
+    // removes Patroni's Endpoints, then kube-controller-manager's garbage collector removes
+    // every object the cluster owns.
     let uid = created.metadata.uid.clone().expect("a uid");
     clusters(&client, "tusk")
         .delete(&name, &DeleteParams::background())

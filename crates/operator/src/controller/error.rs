@@ -118,6 +118,8 @@ pub enum Error {
     PatroniDcs(#[from] super::patroni_dcs::PatroniDcsError),
     #[error(transparent)]
     Switchover(#[from] super::switchover::SwitchoverError),
+    #[error(transparent)]
+    Deletion(#[from] super::deletion::DeletionError),
 }
 
 impl Error {
@@ -138,6 +140,8 @@ impl Error {
             Error::Backups(e) => e.reason(),
             Error::PatroniDcs(e) => e.reason(),
             Error::Switchover(e) => e.reason(),
+            Error::Deletion(super::deletion::DeletionError::Finalizer { .. }) => "FinalizerFailed",
+            Error::Deletion(super::deletion::DeletionError::CleanUp { .. }) => "CleanUpFailed",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod backup_records;
 pub mod backup_report;
 pub mod backups;
 pub mod custom_tls;
+pub mod deletion;
 pub mod dereference;
 pub mod error;
 pub mod initial_backup;
@@ -131,6 +132,13 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         // A replica that lost the lease must not write; the new leader takes over.
         return Ok(Action::await_change());
     }
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return Ok(deletion::clean_up(&ctx.client, &cluster).await?);
+    }
+    let cluster = match deletion::ensure_finalizer(&ctx.client, &cluster).await? {
+        Some(updated) => Arc::new(updated),
+        None => cluster,
+    };
     let started = Instant::now();
     let result = pipeline(&cluster, &ctx).await;
     ctx.metrics
