@@ -10,16 +10,23 @@
 //!   writer around a planned switchover (`spec.patroni.switchover` + the trigger annotation;
 //!   locally `tusk local switchover`).
 //!
-//! Run as `cargo bench -p tusk-cli --bench pods -- [--trials N]` as root on a machine with the
-//! test node's packages (`.ci/run` installs them); it starts its own node (or uses
-//! `TUSK_TEST_NODE`) and its own local clusters on 127.46.x.y, and stops them.
+//! - backup and restore of about 1 GB of table data (module `backups`): a full backup by
+//!   annotation, a clone restored from it, raw `pg_basebackup`, and the same in `tusk local`.
+//!
+//! Run as `cargo bench -p tusk-cli --bench pods -- [--trials N] [--part ha|backups]` as root on
+//! a machine with the test node's packages (`.ci/run` installs them); it starts its own node
+//! (or uses `TUSK_TEST_NODE`) and its own local clusters on 127.46.x.y, and stops them.
 
+#[path = "pods/backups.rs"]
+mod backups;
 #[path = "../../local/tests/common/ha.rs"]
 mod ha;
 #[path = "../tests/kube_support/mod.rs"]
 mod kube_support;
 #[path = "../tests/node_support/mod.rs"]
 mod node_support;
+#[path = "../tests/pgbackrest_support/mod.rs"]
+mod pgbackrest_support;
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +39,8 @@ use node_support::sql::{create_ledger, login, LedgerWriter};
 use node_support::{apply_example, patroni_leader, wait_condition, Namespace, Node};
 use serde_json::json;
 
-const USAGE: &str = "usage: cargo bench -p tusk-cli --bench pods -- [--trials N]";
+const USAGE: &str =
+    "usage: cargo bench -p tusk-cli --bench pods -- [--trials N] [--part all|ha|backups]";
 const LIMIT: Duration = Duration::from_secs(600);
 
 /// One trial's figures, in seconds.
@@ -49,38 +57,76 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let trials = match args.as_slice() {
-        [] => 1,
-        [flag, n] if flag == "--trials" => n.parse().unwrap_or_else(|_| {
-            eprintln!("--trials: {n:?} is not a number\n{USAGE}");
-            std::process::exit(2)
-        }),
-        other => {
-            eprintln!("unexpected arguments {other:?}\n{USAGE}");
-            std::process::exit(2)
-        }
+    let usage = |message: String| -> ! {
+        eprintln!("{message}\n{USAGE}");
+        std::process::exit(2)
     };
+    let mut trials = 1;
+    let mut part = "all".to_owned();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest
+            .next()
+            .unwrap_or_else(|| usage(format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--trials" => {
+                trials = value
+                    .parse()
+                    .unwrap_or_else(|_| usage(format!("--trials: {value:?} is not a number")))
+            }
+            "--part" if ["all", "ha", "backups"].contains(&value.as_str()) => part = value.clone(),
+            _ => usage(format!("unexpected arguments {flag} {value}")),
+        }
+    }
+    let (ha_part, backup_part) = (part != "backups", part != "ha");
     std::env::set_var("TUSK_HA_QUIET", "1");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let mut pods = Vec::new();
     let mut local = Vec::new();
+    let mut pod_backups = Vec::new();
+    let mut local_backups = Vec::new();
     for trial in 1..=trials {
-        eprintln!("trial {trial} of {trials}: pods");
-        pods.push(runtime.block_on(pods_trial(trial)));
-        eprintln!("trial {trial} of {trials}: tusk local");
-        match local_trial(trial) {
-            Ok(figures) => local.push(figures),
-            Err(e) => eprintln!("  tusk local trial failed, not counted: {e}"),
+        if ha_part {
+            eprintln!("trial {trial} of {trials}: pods");
+            pods.push(runtime.block_on(pods_trial(trial)));
+            eprintln!("trial {trial} of {trials}: tusk local");
+            match local_trial(trial) {
+                Ok(figures) => local.push(figures),
+                Err(e) => eprintln!("  tusk local trial failed, not counted: {e}"),
+            }
+        }
+        if backup_part {
+            eprintln!("trial {trial} of {trials}: backups in pods");
+            pod_backups.push(runtime.block_on(async {
+                let node = acquire_node();
+                let client = node.client().await;
+                install_operator(&node);
+                backups::pods_trial(&node, &client, trial).await
+            }));
+            eprintln!("trial {trial} of {trials}: backups in tusk local");
+            match backups::local_trial(trial) {
+                Ok(figures) => local_backups.push(figures),
+                Err(e) => eprintln!("  tusk local backup trial failed, not counted: {e}"),
+            }
         }
     }
-    print_table(&pods, &local);
+    if ha_part {
+        print_table(&pods, &local);
+    }
+    if backup_part {
+        backups::print_table(&pod_backups, &local_backups);
+    }
+}
+
+fn acquire_node() -> Node {
+    Node::acquire().unwrap_or_else(|| {
+        eprintln!("TUSK_SKIP_KUBE_TESTS is set: nothing to measure");
+        std::process::exit(2)
+    })
 }
 
 async fn pods_trial(trial: usize) -> Figures {
-    let node = Node::acquire().unwrap_or_else(|| {
-        eprintln!("TUSK_SKIP_KUBE_TESTS is set: nothing to measure");
-        std::process::exit(2)
-    });
+    let node = acquire_node();
     let client = node.client().await;
     install_operator(&node);
     let mut figures = Figures::default();
