@@ -84,6 +84,9 @@ pub struct Member {
     pub bin_dir: Option<String>,
     pub socket_dir: String,
     pub server_tls_dir: String,
+    /// The REST API's CA file, when not `<server_tls_dir>/ca.crt` (`tusk local` names a copy
+    /// after the bundle's content, so that Patroni reloads every new bundle).
+    pub rest_api_ca_file: Option<String>,
     pub replication_tls_dir: String,
     /// OS user Patroni runs as; pg_ident maps it to the `postgres` role for peer auth.
     pub os_user: String,
@@ -134,6 +137,7 @@ pub fn cluster_yaml_bootstrapped(
         bin_dir: Some(&bin_dir),
         socket_dir: paths::SOCKET_DIR,
         server_tls_dir: paths::SERVER_TLS_DIR,
+        rest_api_ca_file: None,
         replication_tls_dir: paths::REPLICATION_TLS_DIR,
         os_user: paths::KUBERNETES_OS_USER,
         role_change_callback: None,
@@ -177,6 +181,7 @@ pub fn member_yaml_bootstrapped(
         bin_dir: member.bin_dir.as_deref(),
         socket_dir: &member.socket_dir,
         server_tls_dir: &member.server_tls_dir,
+        rest_api_ca_file: member.rest_api_ca_file.as_deref(),
         replication_tls_dir: &member.replication_tls_dir,
         os_user: &member.os_user,
         role_change_callback: member.role_change_callback.as_deref(),
@@ -334,6 +339,7 @@ struct Local<'a> {
     bin_dir: Option<&'a str>,
     socket_dir: &'a str,
     server_tls_dir: &'a str,
+    rest_api_ca_file: Option<&'a str>,
     replication_tls_dir: &'a str,
     os_user: &'a str,
     role_change_callback: Option<&'a str>,
@@ -397,7 +403,9 @@ fn restapi(cluster: &ValidatedCluster, local: &Local) -> Value {
         "listen": format!("{}:{}", local.listen_host, cluster.patroni.port),
         "certfile": tls_file(local.server_tls_dir, TLS_CERT_FILE),
         "keyfile": tls_file(local.server_tls_dir, TLS_KEY_FILE),
-        "cafile": tls_file(local.server_tls_dir, TLS_CA_FILE),
+        "cafile": local
+            .rest_api_ca_file
+            .map_or_else(|| tls_file(local.server_tls_dir, TLS_CA_FILE), str::to_owned),
         // Read-only endpoints (kubelet probes, monitoring) work without a client certificate;
         // endpoints that change state (switchover, restart, PATCH /config) demand one signed
         // by the cluster CA. Members present `certfile` when they call each other.

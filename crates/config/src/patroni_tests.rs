@@ -41,6 +41,7 @@ fn member() -> Member {
         bin_dir: Some("/usr/lib/postgresql/15/bin".into()),
         socket_dir: "/state/hippo-0/run".into(),
         server_tls_dir: "/state/hippo-0/tls".into(),
+        rest_api_ca_file: None,
         replication_tls_dir: "/state/hippo-0/tls/replication".into(),
         os_user: "alice".into(),
         role_change_callback: None,
@@ -441,4 +442,32 @@ fn etcd_api_is_v2_until_patroni_stops_overwriting_the_leader_key_on_v3() {
     assert_eq!(EtcdApi::for_patroni((3, 0, 3)), EtcdApi::V3);
     assert_eq!(EtcdApi::for_patroni((3, 3, 0)), EtcdApi::V3);
     assert_eq!(EtcdApi::for_patroni((4, 1, 5)), EtcdApi::V3);
+}
+
+#[test]
+fn the_rest_api_ca_file_can_be_named_by_the_caller() {
+    let cluster = example("02-hippo-ha.yaml");
+    let dcs = Dcs::Etcd {
+        hosts: vec!["127.0.0.1:2379".into()],
+        api: EtcdApi::V2,
+    };
+    let default = parse(&member_yaml(&cluster, &dcs, &member()));
+    assert_eq!(
+        default["restapi"]["cafile"],
+        json!("/state/hippo-0/tls/ca.crt")
+    );
+    let named = Member {
+        rest_api_ca_file: Some("/state/hippo-0/tls/ca-0123abcd.crt".into()),
+        ..member()
+    };
+    let doc = parse(&member_yaml(&cluster, &dcs, &named));
+    assert_eq!(
+        doc["restapi"]["cafile"],
+        json!("/state/hippo-0/tls/ca-0123abcd.crt")
+    );
+    // PostgreSQL reloads its CA file by name on every reload: it keeps the plain one.
+    assert_eq!(
+        doc["postgresql"]["parameters"]["ssl_ca_file"],
+        json!("/state/hippo-0/tls/ca.crt")
+    );
 }

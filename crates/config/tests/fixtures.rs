@@ -60,6 +60,7 @@ fn hippo_ha_etcd3_member() {
         bin_dir: Some("/usr/lib/postgresql/15/bin".into()),
         socket_dir: "/var/lib/tusk/hippo/instance1-0/run".into(),
         server_tls_dir: "/var/lib/tusk/hippo/instance1-0/tls".into(),
+        rest_api_ca_file: None,
         replication_tls_dir: "/var/lib/tusk/hippo/instance1-0/tls/replication".into(),
         os_user: "tusk".into(),
         role_change_callback: None,

@@ -156,6 +156,7 @@ fn member_in(dir: &Path, host: &str) -> Member {
         bin_dir: Some(PG_BIN.into()),
         socket_dir: sub("run"),
         server_tls_dir: sub("tls"),
+        rest_api_ca_file: None,
         replication_tls_dir: sub("tls/replication"),
         os_user: "tusk".into(),
         role_change_callback: None,

@@ -123,6 +123,7 @@ pub fn write_files(ctx: &Context, record: &MemberRecord) -> Result<bool> {
         bin_dir: Some(tusk_config::paths::bin_dir(ctx.cluster.postgres_version)),
         socket_dir: lossy(&paths.socket_dir()),
         server_tls_dir: lossy(&paths.server_tls_dir()),
+        rest_api_ca_file: crate::tls::rest_api_trust(&paths)?.as_deref().map(lossy),
         replication_tls_dir: lossy(&paths.replication_tls_dir()),
         os_user: ctx.run_as.invoking_user.clone(),
         role_change_callback: crate::pgbouncer::follow_callback(ctx, record)?,

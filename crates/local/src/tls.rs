@@ -435,6 +435,38 @@ fn write_tls_dir(dir: &Path, leaf: &Leaf, bundle: &str) -> Result<()> {
     Ok(())
 }
 
+/// A copy of the member's server trust bundle named after its content (`ca-<sha256>.crt`, in
+/// the server TLS directory), for Patroni's REST API; older copies are removed. `None` before
+/// the bundle exists. Patroni 3.0 rebuilds its REST server's TLS context only when a TLS
+/// option (a file *name*) or its own certificate's serial changes, so a new bundle under the
+/// same name would not be trusted on reload: during a root rollover a peer already presenting
+/// a leaf of the new root would be refused. A new name for every new bundle makes the reload
+/// that follows a changed patroni.yaml pick it up.
+pub fn rest_api_trust(paths: &MemberPaths) -> Result<Option<std::path::PathBuf>> {
+    use sha2::Digest;
+    let dir = paths.server_tls_dir();
+    let Some(bundle) = read_optional(&dir.join(TLS_CA_FILE))? else {
+        return Ok(None);
+    };
+    let digest = sha2::Sha256::digest(bundle.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let name = format!("{REST_CA_PREFIX}{hex}.crt");
+    let path = dir.join(&name);
+    if read_optional(&path)?.as_deref() != Some(bundle.as_str()) {
+        write_file(&path, &bundle, 0o644)?;
+    }
+    for entry in std::fs::read_dir(&dir).map_err(io("reading", &dir))? {
+        let entry = entry.map_err(io("reading", &dir))?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(REST_CA_PREFIX) && file.ends_with(".crt") && file != name {
+            std::fs::remove_file(entry.path()).map_err(io("removing", &entry.path()))?;
+        }
+    }
+    Ok(Some(path))
+}
+
+const REST_CA_PREFIX: &str = "ca-";
+
 /// Writes `ca.crt` in `dir` when it differs from `bundle`. Returns whether it changed.
 fn write_trust(dir: &Path, bundle: &str) -> Result<bool> {
     let path = dir.join(TLS_CA_FILE);

@@ -124,6 +124,66 @@ fn force_replication_reconnect(cluster: &Cluster) {
     );
 }
 
+/// `GET /patroni` on every member's REST API as a client presenting a certificate `root`
+/// signed, trusting `bundle`: what a peer does in a leader race. Errors name the members
+/// that refused.
+fn rest_apis_accept_a_client_of(
+    cluster: &Cluster,
+    root: &RootCa,
+    bundle: &str,
+) -> Result<(), String> {
+    use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+    let leaf = root
+        .issue_client("tusk-peer-check", OffsetDateTime::now_utc())
+        .unwrap();
+    let roots: Vec<Certificate> = ureq::tls::parse_pem(bundle.as_bytes())
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    tusk_local::tls::install_crypto_provider();
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .client_cert(Some(ClientCert::new_with_certs(
+            &[Certificate::from_pem(leaf.cert_pem.as_bytes())
+                .unwrap()
+                .to_owned()],
+            PrivateKey::from_pem(leaf.key_pem.as_bytes())
+                .unwrap()
+                .to_owned(),
+        )))
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let refused: Vec<String> = tusk_local::status(&cluster.layout())
+        .unwrap()
+        .members
+        .iter()
+        .filter_map(|m| {
+            let url = format!(
+                "https://{}:{}/patroni",
+                m.host,
+                tusk_api::model::DEFAULT_PATRONI_PORT
+            );
+            agent
+                .get(&url)
+                .call()
+                .err()
+                .map(|e| format!("{}: {e}", m.name))
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused.join("; "))
+    }
+}
+
 fn write_pem(dir: &Path, name: &str, text: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
@@ -339,6 +399,15 @@ fn root_rollover_keeps_old_and_new_clients_and_replication_working() {
     );
     force_replication_reconnect(&cluster);
     assert_replicas_stream_by_certificate(&cluster);
+    // Patroni's REST servers trust the new root already: in step 2 a member whose leaf moved
+    // first calls the others (a leader race, a failsafe check) with that leaf.
+    let ca_key = std::fs::read_to_string(layout.ca_dir().join("ca.key")).unwrap();
+    let signing = RootCa::from_pem(&new_root, &ca_key).unwrap();
+    assert_eq!(
+        rest_apis_accept_a_client_of(&cluster, &signing, &bundle),
+        Ok(()),
+        "a peer presenting a leaf of the new root is accepted"
+    );
 
     // Step 2: every member trusts the new root, so leaves move to it.
     cluster.up(&v1).expect("second up of the rollover");
