@@ -8,12 +8,12 @@
 //!   SIGTERM, as on a node drain); locally SIGTERM to the primary's Patroni;
 //! - switchover: the longest gap between consecutive acknowledged commits of a continuous
 //!   writer around a planned switchover (`spec.patroni.switchover` + the trigger annotation;
-//!   locally `tusk local switchover`).
-//!
+//!   locally `tusk local switchover`);
 //! - backup and restore of about 1 GB of table data (module `backups`): a full backup by
 //!   annotation, a clone restored from it, raw `pg_basebackup`, and the same in `tusk local`.
 //!
-//! Run as `cargo bench -p tusk-cli --bench pods -- [--trials N] [--part ha|backups]` as root on
+//! Run as `cargo bench -p tusk-cli --bench pods -- [--trials N] [--part ha|backups] [--scale N]`
+//! (`--scale`: pgbench's, for the backup part; 70 is about 1 GB) as root on
 //! a machine with the test node's packages (`.ci/run` installs them); it starts its own node
 //! (or uses `TUSK_TEST_NODE`) and its own local clusters on 127.46.x.y, and stops them.
 
@@ -40,7 +40,7 @@ use node_support::{apply_example, patroni_leader, wait_condition, Namespace, Nod
 use serde_json::json;
 
 const USAGE: &str =
-    "usage: cargo bench -p tusk-cli --bench pods -- [--trials N] [--part all|ha|backups]";
+    "usage: cargo bench -p tusk-cli --bench pods -- [--trials N] [--part all|ha|backups] [--scale N]";
 const LIMIT: Duration = Duration::from_secs(600);
 
 /// One trial's figures, in seconds.
@@ -63,6 +63,7 @@ fn main() {
     };
     let mut trials = 1;
     let mut part = "all".to_owned();
+    let mut scale = backups::SCALE;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let value = rest
@@ -75,6 +76,12 @@ fn main() {
                     .unwrap_or_else(|_| usage(format!("--trials: {value:?} is not a number")))
             }
             "--part" if ["all", "ha", "backups"].contains(&value.as_str()) => part = value.clone(),
+            "--scale" => {
+                scale =
+                    value.parse().ok().filter(|n| *n >= 1).unwrap_or_else(|| {
+                        usage(format!("--scale: {value:?} is not a number >= 1"))
+                    })
+            }
             _ => usage(format!("unexpected arguments {flag} {value}")),
         }
     }
@@ -101,10 +108,10 @@ fn main() {
                 let node = acquire_node();
                 let client = node.client().await;
                 install_operator(&node);
-                backups::pods_trial(&node, &client, trial).await
+                backups::pods_trial(&node, &client, trial, scale).await
             }));
             eprintln!("trial {trial} of {trials}: backups in tusk local");
-            match backups::local_trial(trial) {
+            match backups::local_trial(trial, scale) {
                 Ok(figures) => local_backups.push(figures),
                 Err(e) => eprintln!("  tusk local backup trial failed, not counted: {e}"),
             }
@@ -114,7 +121,7 @@ fn main() {
         print_table(&pods, &local);
     }
     if backup_part {
-        backups::print_table(&pod_backups, &local_backups);
+        backups::print_table(&pod_backups, &local_backups, scale);
     }
 }
 

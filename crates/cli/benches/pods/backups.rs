@@ -1,5 +1,5 @@
-//! The pods benchmark's backup part: a pgbench database of `SCALE` (about 1 GB of table
-//! data, as `tusk-backup-bench`'s default) in a 1-instance cluster with a `volume` repo,
+//! The pods benchmark's backup part: a pgbench database of `--scale` ([`SCALE`] by default:
+//! about 1 GB of table data, as `tusk-backup-bench`'s default) in a 1-instance cluster with a `volume` repo,
 //! then, in the same run:
 //!
 //! - pods: a full backup through the `tusk.rs/pgbackrest-backup` annotation (pgBackRest's own
@@ -27,7 +27,7 @@ use super::pgbackrest_support::{
     annotate, apply, leader, pgbackrest_info, status, superuser_sql, wait_job_succeeded,
 };
 
-/// pgbench scale: 70 is about 1 GB of table data (1.1 GB with indexes).
+/// Default pgbench scale: 70 is about 1 GB of table data (1.1 GB with indexes).
 pub const SCALE: u32 = 70;
 const LIMIT: Duration = Duration::from_secs(1800);
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -91,7 +91,7 @@ fn in_pod(node: &Node, namespace: &str, pod: &str, script: &str) -> String {
     .to_owned()
 }
 
-pub async fn pods_trial(node: &Node, client: &Client, trial: usize) -> BackupFigures {
+pub async fn pods_trial(node: &Node, client: &Client, trial: usize, scale: u32) -> BackupFigures {
     let mut figures = BackupFigures::default();
     let ns = Namespace::create(node, client, &format!("bench-backup-{trial}")).await;
     let cluster = "hippo";
@@ -106,13 +106,13 @@ pub async fn pods_trial(node: &Node, client: &Client, trial: usize) -> BackupFig
     )
     .await;
     let primary = leader(client, &ns.name, cluster, LIMIT).await;
-    eprintln!("  pods: pgbench -i -s {SCALE}");
+    eprintln!("  pods: pgbench -i -s {scale}");
     in_pod(
         node,
         &ns.name,
         &primary,
         &format!(
-            "{BIN}/pgbench -i -q -s {SCALE} -h /tmp/postgres -U postgres postgres 2>&1 | tail -1"
+            "{BIN}/pgbench -i -q -s {scale} -h /tmp/postgres -U postgres postgres 2>&1 | tail -1"
         ),
     );
     let bytes: f64 = superuser_sql(
@@ -193,7 +193,7 @@ pub async fn pods_trial(node: &Node, client: &Client, trial: usize) -> BackupFig
 
 /// The same database in `tusk local` (member on 127.46.{200+trial}.x): full backup,
 /// `pgbackrest restore` into an empty directory, `pg_basebackup` over TLS.
-pub fn local_trial(trial: usize) -> Result<BackupFigures, String> {
+pub fn local_trial(trial: usize, scale: u32) -> Result<BackupFigures, String> {
     use tusk_config::paths::{TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
     let mut figures = BackupFigures::default();
     let run_as = tusk_local::system::RunAs::detect().map_err(|e| e.to_string())?;
@@ -215,7 +215,7 @@ pub fn local_trial(trial: usize) -> Result<BackupFigures, String> {
     };
     let mut init = Command::new(Path::new(BIN).join("pgbench"));
     tusk_local::system::clear_libpq_env(&mut init);
-    init.args(["-i", "-q", "-s", &SCALE.to_string(), "-U", "postgres", "-h"])
+    init.args(["-i", "-q", "-s", &scale.to_string(), "-U", "postgres", "-h"])
         .arg(member.socket_dir())
         .arg("postgres");
     run("pgbench -i", init)?;
@@ -276,7 +276,7 @@ pub fn local_trial(trial: usize) -> Result<BackupFigures, String> {
     Ok(figures)
 }
 
-pub fn print_table(pods: &[BackupFigures], local: &[BackupFigures]) {
+pub fn print_table(pods: &[BackupFigures], local: &[BackupFigures], scale: u32) {
     type Metric = (&'static str, fn(&BackupFigures) -> f64);
     let metrics: [Metric; 6] = [
         ("database size (MB, all databases)", |f| f.megabytes),
@@ -296,7 +296,7 @@ pub fn print_table(pods: &[BackupFigures], local: &[BackupFigures]) {
         .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
     };
     println!(
-        "\nbackup and restore, pgbench scale {SCALE}: median seconds over {} pod trial(s) and \
+        "\nbackup and restore, pgbench scale {scale}: median seconds over {} pod trial(s) and \
          {} tusk local trial(s)",
         pods.len(),
         local.len()
