@@ -61,27 +61,8 @@ fn uid(pod: &Pod) -> String {
 /// Runs `sql` as the superuser in pod `pod`'s database container (peer authentication over
 /// the Unix socket, through `kubectl exec`); returns psql's unaligned output.
 fn superuser_sql(node: &Node, namespace: &str, pod: &str, sql: &str) -> String {
-    node.kubectl_ok(
-        &[
-            "exec",
-            "-n",
-            namespace,
-            pod,
-            "-c",
-            "database",
-            "--",
-            "psql",
-            "-h",
-            "/tmp/postgres",
-            "-U",
-            "postgres",
-            "-tAc",
-            sql,
-        ],
-        None,
-    )
-    .trim()
-    .to_owned()
+    node.superuser_sql(namespace, pod, sql)
+        .unwrap_or_else(|e| panic!("psql in {pod} failed: {e}"))
 }
 
 /// Every test's start: the node, an admin client, and the operator installed (an unchanged

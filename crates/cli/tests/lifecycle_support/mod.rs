@@ -63,30 +63,7 @@ pub fn try_superuser_sql(
     pod: &str,
     sql: &str,
 ) -> Result<String, String> {
-    let out = node.kubectl(
-        &[
-            "exec",
-            "-n",
-            namespace,
-            pod,
-            "-c",
-            "database",
-            "--",
-            "psql",
-            "-h",
-            "/tmp/postgres",
-            "-U",
-            "postgres",
-            "-XtAc",
-            sql,
-        ],
-        None,
-    );
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    node.superuser_sql(namespace, pod, sql)
 }
 
 /// What must not change about a member unless someone asked for it.

@@ -148,6 +148,38 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `sql` as the superuser in pod `pod`'s database container (peer authentication over
+    /// the Unix socket, through `kubectl exec`): psql's unaligned output, trimmed, or its error.
+    pub fn superuser_sql(&self, namespace: &str, pod: &str, sql: &str) -> Result<String, String> {
+        let out = self.kubectl(
+            &[
+                "exec",
+                "-n",
+                namespace,
+                pod,
+                "-c",
+                "database",
+                "--",
+                "psql",
+                "-X",
+                "-h",
+                "/tmp/postgres",
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
+            ],
+            None,
+        );
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// The node's logs directory, for failure messages.
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")

@@ -67,57 +67,13 @@ pub fn apply(node: &Node, manifest: &str) {
 /// Runs `sql` as the superuser in pod `pod`'s database container (peer authentication over
 /// the Unix socket); psql's unaligned output, trimmed. `None` when psql fails.
 pub fn try_superuser_sql(node: &Node, namespace: &str, pod: &str, sql: &str) -> Option<String> {
-    let out = node.kubectl(
-        &[
-            "exec",
-            "-n",
-            namespace,
-            pod,
-            "-c",
-            "database",
-            "--",
-            "psql",
-            "-h",
-            "/tmp/postgres",
-            "-U",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-tAc",
-            sql,
-        ],
-        None,
-    );
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    node.superuser_sql(namespace, pod, sql).ok()
 }
 
 /// [`try_superuser_sql`], panicking with psql's error when it fails.
 pub fn superuser_sql(node: &Node, namespace: &str, pod: &str, sql: &str) -> String {
-    node.kubectl_ok(
-        &[
-            "exec",
-            "-n",
-            namespace,
-            pod,
-            "-c",
-            "database",
-            "--",
-            "psql",
-            "-h",
-            "/tmp/postgres",
-            "-U",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-tAc",
-            sql,
-        ],
-        None,
-    )
-    .trim()
-    .to_owned()
+    node.superuser_sql(namespace, pod, sql)
+        .unwrap_or_else(|e| panic!("psql in {pod} failed: {e}"))
 }
 
 /// The cluster's `status` as JSON (`Null` before the first write).
