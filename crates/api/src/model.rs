@@ -31,6 +31,21 @@ pub const EXPORTER_PORT: u16 = 9187;
 pub const DEFAULT_TTL_SECONDS: u32 = 15;
 pub const DEFAULT_LOOP_WAIT_SECONDS: u32 = 5;
 
+/// How long before the leader lease expires a primary's fencer acts when the lease was not
+/// renewed (`tusk_config::fence`): one poll, one unanswered question to Patroni, the kill.
+pub const FENCE_MARGIN_MILLIS: u64 = 1500;
+
+/// Patroni's `retry_timeout` for `ttl` and `loop_wait`. A primary that cannot reach the DCS
+/// decides (failsafe mode, or demotion) `loop_wait + 2 * retry_timeout` after its last
+/// renewal. That must come before its fencer would act, which is up to
+/// [`FENCE_MARGIN_MILLIS`] plus etcd's whole-second rounding of the remaining lease before
+/// the expiry: otherwise an outage of the DCS alone would get a healthy primary fenced before
+/// its Patroni could enter failsafe mode. Hence `loop_wait + 2 * retry_timeout <= ttl - 3`
+/// where the lease leaves room for it (at least 1 s).
+pub fn retry_timeout_seconds(ttl: u32, loop_wait: u32) -> u32 {
+    (ttl.saturating_sub(loop_wait).saturating_sub(3) / 2).max(1)
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedCluster {
     pub names: ClusterNames,
@@ -135,7 +150,8 @@ pub struct PatroniSettings {
     pub leader_lease_seconds: u32,
     /// `loop_wait`
     pub sync_period_seconds: u32,
-    /// `retry_timeout`, derived so that `loop_wait + 2 * retry_timeout <= ttl`.
+    /// `retry_timeout`, derived ([`retry_timeout_seconds`]) so that Patroni decides about a
+    /// lost DCS before the lease runs out and its fencer acts.
     pub retry_timeout_seconds: u32,
     pub port: u16,
     /// `spec.patroni.dynamicConfiguration` as written (merged over Tusk's by the renderer).

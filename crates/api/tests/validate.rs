@@ -159,10 +159,11 @@ fn patroni_timings_keep_loop_wait_plus_two_retries_within_ttl() {
             p.retry_timeout_seconds,
         )
     };
-    assert_eq!(timings(json!({})), (15, 5, 5));
+    // Patroni decides about a lost DCS 3 s before the lease runs out, ahead of the fencer.
+    assert_eq!(timings(json!({})), (15, 5, 3));
     assert_eq!(
         timings(json!({"leaderLeaseDurationSeconds": 30, "syncPeriodSeconds": 10})),
-        (30, 10, 10)
+        (30, 10, 8)
     );
     // A short lease pulls the default loop_wait down with it.
     assert_eq!(timings(json!({"leaderLeaseDurationSeconds": 4})), (4, 2, 1));

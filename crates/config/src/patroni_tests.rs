@@ -75,7 +75,7 @@ fn timings_come_from_spec_patroni() {
     let dcs = dynamic_configuration(&with_dynamic_configuration("{}"));
     assert_eq!(dcs["ttl"], json!(20));
     assert_eq!(dcs["loop_wait"], json!(6));
-    assert_eq!(dcs["retry_timeout"], json!(7));
+    assert_eq!(dcs["retry_timeout"], json!(5));
 }
 
 #[test]

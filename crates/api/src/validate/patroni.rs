@@ -35,8 +35,7 @@ pub(super) fn patroni(errs: &mut Errors, p: Option<&PatroniSpec>, pg_port: u16) 
             format!("{loop_wait} leaves no room for retries within leaderLeaseDurationSeconds {ttl} (needs syncPeriodSeconds + 2 <= leaderLeaseDurationSeconds)"),
         );
     }
-    // Patroni requires loop_wait + 2 * retry_timeout <= ttl.
-    let retry_timeout = ((ttl.saturating_sub(loop_wait)) / 2).max(1);
+    let retry_timeout = crate::model::retry_timeout_seconds(ttl, loop_wait);
     let port = port_field(
         errs,
         "spec.patroni.port",
