@@ -92,6 +92,13 @@ enum LocalCommand {
         target: Target,
         member: Option<String>,
     },
+    /// Run one member's fencer (started by `up` beside each member's Patroni; not for
+    /// people): kills the member's PostgreSQL when it serves as a primary past its lease.
+    #[command(hide = true)]
+    Fence {
+        /// The member's fencer.json.
+        config: PathBuf,
+    },
     /// Print the cluster's CA certificate (PEM) for clients' sslrootcert.
     Ca {
         #[command(flatten)]
@@ -235,6 +242,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         LocalCommand::Logs { target, member } => {
             crate::print_stdout(&tusk_local::logs(&target.layout()?, member.as_deref())?)
         }
+        LocalCommand::Fence { config } => Ok(tusk_local::fencer::run(&config)?),
         LocalCommand::Ca { target } => crate::print_stdout(&tusk_local::ca_pem(&target.layout()?)?),
         LocalCommand::Secret {
             target,

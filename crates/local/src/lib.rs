@@ -11,6 +11,7 @@ pub mod backup;
 pub mod error;
 pub mod etcd;
 pub mod exporter;
+pub mod fencer;
 pub mod members;
 pub mod observe;
 pub mod passwords;

@@ -156,6 +156,7 @@ pub fn write_files(ctx: &Context, record: &MemberRecord) -> Result<bool> {
         // 0600: the projections may hold object-store credentials.
         crate::tls::write_secret(&paths.pgbackrest_conf(), &(conf + &projected))?;
     }
+    crate::fencer::write_config(ctx, record)?;
     ctx.run_as.own_tree(&paths.dir)?;
     Ok(changed)
 }
@@ -172,6 +173,8 @@ pub fn pids(paths: &MemberPaths) -> Pids {
 /// Starts Patroni for the member unless it runs already. Returns whether it was started.
 pub fn start(ctx: &Context, record: &MemberRecord) -> Result<bool> {
     let paths = ctx.layout.member(&record.name);
+    // The fencer first: a member's PostgreSQL never runs as a primary unguarded.
+    crate::fencer::start(ctx, record)?;
     if pids(&paths).patroni.is_some() {
         return Ok(false);
     }
@@ -195,7 +198,8 @@ pub fn start(ctx: &Context, record: &MemberRecord) -> Result<bool> {
 }
 
 /// Stops the member: SIGTERM to Patroni (which stops PostgreSQL with a fast shutdown and
-/// releases leadership), SIGKILL after a grace period, then any PostgreSQL left behind.
+/// releases leadership), SIGKILL after a grace period, then any PostgreSQL left behind, then
+/// its fencer.
 pub fn stop(layout: &Layout, name: &str) {
     let paths = layout.member(name);
     let running = pids(&paths);
@@ -207,6 +211,7 @@ pub fn stop(layout: &Layout, name: &str) {
         system::terminate(pid, &lossy(&paths.data_dir()), STOP_GRACE);
     }
     let _ = std::fs::remove_file(paths.pid_file());
+    crate::fencer::stop(&paths);
 }
 
 /// Asks a running Patroni to re-read patroni.yaml (SIGHUP = `patronictl reload`).

@@ -61,6 +61,11 @@ pub struct PatroniApi {
 
 impl PatroniApi {
     pub fn new(layout: &Layout, port: u16) -> Result<PatroniApi> {
+        PatroniApi::with_timeout(layout, port, Duration::from_secs(10))
+    }
+
+    /// A client whose every request gives up after `timeout`.
+    pub fn with_timeout(layout: &Layout, port: u16, timeout: Duration) -> Result<PatroniApi> {
         let dir = layout.admin_tls_dir();
         let read = |file: &str| {
             let path = dir.join(file);
@@ -93,7 +98,7 @@ impl PatroniApi {
             // Loopback traffic must never go through an HTTP(S)_PROXY from the environment.
             .proxy(None)
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(timeout))
             .build()
             .into();
         Ok(PatroniApi { agent, port })
@@ -146,6 +151,11 @@ impl PatroniApi {
         }
         // Some endpoints answer plain text ("Successfully switched over ...").
         Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// `GET /patroni`: the member's own status (role, state, failsafe mode).
+    pub fn status(&self, host: &str) -> Result<Value> {
+        self.request("GET", host, "/patroni", None)
     }
 
     /// `GET /cluster` as seen by the member at `host`.

@@ -60,6 +60,16 @@ impl RunAs {
         })
     }
 
+    /// The user running `tusk` itself, for a helper that must not switch user.
+    pub fn invoking(&self) -> RunAs {
+        RunAs {
+            uid: Uid::effective().as_raw(),
+            gid: Gid::effective().as_raw(),
+            server_user: self.server_user.clone(),
+            invoking_user: self.invoking_user.clone(),
+        }
+    }
+
     fn switches_user(&self) -> bool {
         self.uid != Uid::effective().as_raw()
     }
@@ -232,7 +242,7 @@ pub fn alive(pid: u32, marker: &str) -> bool {
 
 /// The state letter of `/proc/<pid>/stat` (`R`, `S`, `Z`, ...), `None` when there is no such
 /// process.
-fn process_state(pid: u32) -> Option<char> {
+pub fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The state follows the parenthesised command name, which may contain spaces.
     stat.rsplit_once(')')?.1.trim_start().chars().next()

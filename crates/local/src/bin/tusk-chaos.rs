@@ -20,6 +20,7 @@ mod ha;
 #[path = "../../tests/common/ledger.rs"]
 mod ledger;
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use chaos::{Fault, Round};
@@ -94,6 +95,7 @@ fn main() {
         }
     };
     std::env::set_var("TUSK_HA_QUIET", "1");
+    clean_up_when_interrupted();
     let mut rows = Vec::new();
     let mut failed = false;
     let mut network = 20;
@@ -197,6 +199,79 @@ fn run(fault: Fault, synchronous: bool, rounds: u32, network: u32) -> Vec<Round>
                     .unwrap_or_default()
             );
             round
+        })
+        .collect()
+}
+
+/// The interrupt signal received, 0 while none.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_interrupt(signal: i32) {
+    INTERRUPTED.store(signal, Ordering::SeqCst);
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: resumes and stops every process of the clusters this run
+/// made (found by their directories, named after this process), removes them, and exits.
+/// The handler only notes the signal; a watcher thread does the work. (A handler, not a
+/// blocked signal mask: the mask would be inherited by every server the run starts.)
+fn clean_up_when_interrupted() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(note_interrupt),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // Safety: the handler only stores into an atomic, which is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.expect("installing the interrupt handler");
+    }
+    std::thread::spawn(|| {
+        let signal = loop {
+            match INTERRUPTED.load(Ordering::SeqCst) {
+                0 => std::thread::sleep(Duration::from_millis(100)),
+                signal => break signal,
+            }
+        };
+        eprintln!("signal {signal}: stopping this run's clusters");
+        let mine = format!("-{}-", std::process::id());
+        let roots: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with("tusk-ha-") && name.contains(&mine))
+            })
+            .collect();
+        for root in roots {
+            let state = root.join("state");
+            // A frozen process takes no SIGTERM: resume everything of the cluster first.
+            for pid in processes_under(&state) {
+                tusk_local::system::signal(pid, Signal::SIGCONT);
+            }
+            let layout = tusk_local::state::Layout::new(&state);
+            if let Err(e) = tusk_local::down(&layout, false, &mut |_| {}) {
+                eprintln!("stopping {}: {e}", state.display());
+            }
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        std::process::exit(128 + signal);
+    });
+}
+
+/// Pids whose command line names a path under `dir`.
+fn processes_under(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&needle))
         })
         .collect()
 }
