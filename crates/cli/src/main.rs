@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod fence;
 mod local;
 mod operator;
 mod render;
@@ -42,6 +43,10 @@ enum Command {
     /// Run a manifest as local processes: etcd, Patroni + PostgreSQL per instance on
     /// loopback addresses (up, status, down, switchover, logs, ca, secret, psql).
     Local(local::LocalArgs),
+    /// Run an instance pod's member fencer (the operator renders this container; not for
+    /// people): kills the member's PostgreSQL when it serves as a primary past its lease.
+    #[command(hide = true)]
+    Fence(fence::FenceArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Render { file } => render::run(&file),
         Command::Operator(args) => operator::run(args),
         Command::Local(args) => local::run(args),
+        Command::Fence(args) => fence::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

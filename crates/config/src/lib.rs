@@ -6,7 +6,6 @@
 pub mod backup_status;
 pub mod custom_tls;
 pub mod exporter;
-pub mod fence;
 pub mod hba;
 pub mod merge;
 pub mod parameters;

@@ -1,9 +1,8 @@
-//! One member's fencer: a process beside its Patroni that stops the member's PostgreSQL when
-//! it runs as a primary whose leader lease can no longer be valid (the rule and why it is
-//! needed: [`tusk_config::fence`]). It polls the leader key in etcd, and when the rule says so
-//! asks the member's Patroni over its REST API, then kills the postmaster and every backend,
-//! so nothing more is acknowledged. Patroni, once it runs again, starts PostgreSQL as what the
-//! DCS says it is (crash recovery as the leader, or a rewound replica).
+//! One member's fencer ([`tusk_fence`]): a process beside its Patroni that stops the member's
+//! PostgreSQL when it runs as a primary whose leader lease can no longer be valid. Here it
+//! reads the lease from the cluster's etcd and asks the member's Patroni with the admin
+//! client certificate. Patroni, once it runs again, starts PostgreSQL as what the DCS says it
+//! is (crash recovery as the leader, or a rewound replica).
 //!
 //! Started before Patroni by [`start`] and stopped after it by [`stop`]; its settings are
 //! `fencer.json` in the member's directory ([`write_config`]), its log `fencer.log`. Touches
@@ -13,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use tusk_config::fence::{Fence, FencePolicy, LeaseRead, PatroniAnswer, Verdict};
 use tusk_config::patroni::EtcdApi;
+use tusk_fence::etcd::{Api, EtcdLease};
+use tusk_fence::policy::{FencePolicy, PatroniAnswer};
+use tusk_fence::{Guard, PatroniStatus};
 
 use crate::error::{io, Error, Result};
 use crate::members::Context;
@@ -26,12 +24,6 @@ use crate::patroni_api::PatroniApi;
 use crate::state::{Layout, MemberPaths, MemberRecord};
 use crate::system;
 
-/// How often the lease is read. Part of the fence margin (`FencePolicy`).
-const POLL: Duration = Duration::from_millis(250);
-/// How long one read of etcd or one question to Patroni may take. A frozen Patroni accepts
-/// the connection (the kernel does) and never answers: this is how long that takes to tell.
-/// Patroni's own leader race waits 2 s for a member's answer, so the fencer acts first.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Patroni's key namespace (Tusk never changes it).
 const NAMESPACE: &str = "/service";
 /// How long a starting fencer may take to load its settings and certificates.
@@ -121,7 +113,9 @@ pub fn start(ctx: &Context, record: &MemberRecord) -> Result<()> {
     // here, not by being silently absent later.
     let start = Instant::now();
     while start.elapsed() < STARTUP {
-        if std::fs::read_to_string(&log).is_ok_and(|text| text.contains(&guarding(&record.name))) {
+        if std::fs::read_to_string(&log)
+            .is_ok_and(|text| text.contains(&Guard::guarding_line(&record.name)))
+        {
             return Ok(());
         }
         if !system::alive(pid, &lossy(&paths_config(&paths))) {
@@ -134,11 +128,6 @@ pub fn start(ctx: &Context, record: &MemberRecord) -> Result<()> {
         log: log.clone(),
         tail: system::log_tail(&log, 10),
     })
-}
-
-/// The line a fencer logs once it guards `member`.
-fn guarding(member: &str) -> String {
-    format!("guarding {member} ")
 }
 
 /// Stops the member's fencer (after its Patroni, so a primary is never left unguarded).
@@ -198,290 +187,78 @@ pub fn run(config_file: &Path) -> Result<()> {
         })
     };
     let mut config = read_config()?;
-    let mut guard = Guard::new(&config)?;
-    log(&format!(
+    let mut guard = guard(&config)?;
+    tusk_fence::log(&format!(
         "{}(lease margin {} ms)",
-        guarding(&config.member),
-        guard.fence_policy().margin.as_millis()
+        Guard::guarding_line(&config.member),
+        policy(&config).margin.as_millis()
     ));
     loop {
         let started = Instant::now();
         if let Ok(latest) = read_config() {
             if latest != config {
-                guard.reconfigure(&latest)?;
+                let fresh = self::guard(&latest)?;
+                guard.lease = fresh.lease;
+                guard.patroni = fresh.patroni;
+                guard.set_policy(policy(&latest));
                 config = latest;
-                log("configuration changed");
+                tusk_fence::log("configuration changed");
             }
         }
-        guard.poll();
-        std::thread::sleep(POLL.saturating_sub(started.elapsed()));
+        if let Some(fenced) = guard.poll() {
+            tusk_fence::log(&fenced);
+        }
+        std::thread::sleep(tusk_fence::POLL.saturating_sub(started.elapsed()));
     }
 }
 
-fn log(message: &str) {
-    let now = time::OffsetDateTime::now_utc();
-    eprintln!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC fencer: {message}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond()
-    );
+fn policy(config: &FencerConfig) -> FencePolicy {
+    FencePolicy::for_timings(config.ttl, config.loop_wait)
 }
 
-/// One member's fence and the clients it reads with.
-struct Guard {
-    config: FencerConfig,
-    paths: MemberPaths,
-    fence: Fence,
-    etcd: ureq::Agent,
-    patroni: PatroniApi,
-    /// The postmaster the fence currently judges: a new one starts from an empty fence.
-    postmaster: Option<u32>,
+fn guard(config: &FencerConfig) -> Result<Guard> {
+    let layout = Layout::new(&config.state_dir);
+    let lease = EtcdLease {
+        agent: tusk_fence::agent(None),
+        endpoint: config.etcd.clone(),
+        api: match config.etcd_api {
+            EtcdApi::V2 => Api::V2,
+            EtcdApi::V3 => Api::V3,
+        },
+        key: format!("{NAMESPACE}/{}/leader", config.scope),
+        member: config.member.clone(),
+    };
+    let patroni = LocalPatroni {
+        api: PatroniApi::with_timeout(&layout, config.rest_port, tusk_fence::ANSWER_TIMEOUT)?,
+        host: config.host.clone(),
+    };
+    Ok(Guard::new(
+        config.member.clone(),
+        layout.member(&config.member).data_dir(),
+        policy(config),
+        Box::new(lease),
+        Box::new(patroni),
+    ))
 }
 
-impl Guard {
-    fn new(config: &FencerConfig) -> Result<Guard> {
-        let layout = Layout::new(&config.state_dir);
-        Ok(Guard {
-            paths: layout.member(&config.member),
-            fence: Fence::new(FencePolicy::for_timings(config.ttl, config.loop_wait)),
-            etcd: ureq::Agent::config_builder()
-                .proxy(None)
-                .http_status_as_error(false)
-                .timeout_global(Some(ANSWER_TIMEOUT))
-                .build()
-                .into(),
-            patroni: PatroniApi::with_timeout(&layout, config.rest_port, ANSWER_TIMEOUT)?,
-            config: config.clone(),
-            postmaster: None,
-        })
-    }
+/// The member's Patroni, asked with `tusk`'s admin client certificate.
+struct LocalPatroni {
+    api: PatroniApi,
+    host: String,
+}
 
-    /// New settings; what the fence knows about the running primary stays.
-    fn reconfigure(&mut self, config: &FencerConfig) -> Result<()> {
-        let fresh = Guard::new(config)?;
-        self.fence.set_policy(fresh.fence_policy());
-        self.etcd = fresh.etcd;
-        self.patroni = fresh.patroni;
-        self.paths = fresh.paths;
-        self.config = fresh.config;
-        Ok(())
-    }
-
-    fn fence_policy(&self) -> FencePolicy {
-        FencePolicy::for_timings(self.config.ttl, self.config.loop_wait)
-    }
-
-    fn poll(&mut self) {
-        let primary = self.primary_postmaster();
-        if primary.is_none() || primary != self.postmaster {
-            self.fence.reset();
-            self.postmaster = primary;
-        }
-        let Some(postmaster) = primary else {
-            return;
-        };
-        self.fence.observe(self.read_lease());
-        let Verdict::CheckPatroni { reason } = self.fence.verdict(true, Instant::now()) else {
-            return;
-        };
-        match self.ask_patroni() {
-            PatroniAnswer::FailsafeLeader => {}
-            PatroniAnswer::Other(answer) => {
-                kill_postgres(postmaster);
-                log(&format!(
-                    "FENCED: killed PostgreSQL (postmaster {postmaster}) of {}: {reason}; {answer}",
-                    self.config.member
-                ));
-                self.fence.reset();
-            }
-        }
-    }
-
-    /// The postmaster's pid when this member's PostgreSQL runs as a primary: running, and no
-    /// `standby.signal`/`recovery.signal` (Patroni writes one for every replica and standby
-    /// leader). Files, so a frozen or busy PostgreSQL is judged as quickly as a healthy one.
-    fn primary_postmaster(&self) -> Option<u32> {
-        let data = self.paths.data_dir();
-        let pid = crate::members::pids(&self.paths).postgres?;
-        let recovering = ["standby.signal", "recovery.signal"]
-            .iter()
-            .any(|signal| data.join(signal).exists());
-        (!recovering).then_some(pid)
-    }
-
-    fn read_lease(&self) -> LeaseRead {
-        let key = format!("{NAMESPACE}/{}/leader", self.config.scope);
-        let sent = Instant::now();
-        let read = match self.config.etcd_api {
-            EtcdApi::V2 => self.read_v2(&key),
-            EtcdApi::V3 => self.read_v3(&key),
-        };
-        match read {
-            Some(Some((holder, remaining))) if holder == self.config.member => LeaseRead::Mine {
-                sent,
-                // etcd rounds the remaining TTL up to whole seconds.
-                remaining: remaining.saturating_sub(Duration::from_secs(1)),
-            },
-            Some(Some((holder, _))) => LeaseRead::NotMine {
-                holder: Some(holder),
-            },
-            Some(None) => LeaseRead::NotMine { holder: None },
-            None => LeaseRead::Unknown,
-        }
-    }
-
-    /// `Some(None)` when there is no key, `None` when etcd did not answer usefully.
-    fn read_v2(&self, key: &str) -> Option<Option<(String, Duration)>> {
-        let url = format!("http://{}/v2/keys{key}", self.config.etcd);
-        let mut response = self.etcd.get(&url).call().ok()?;
-        if response.status() == 404 {
-            return Some(None);
-        }
-        if !response.status().is_success() {
-            return None;
-        }
-        let body: Value = response.body_mut().read_json().ok()?;
-        let node = &body["node"];
-        let holder = node["value"].as_str()?.to_string();
-        let ttl = node["ttl"].as_u64()?;
-        Some(Some((holder, Duration::from_secs(ttl))))
-    }
-
-    fn read_v3(&self, key: &str) -> Option<Option<(String, Duration)>> {
-        let engine = base64::engine::general_purpose::STANDARD;
-        let range = self.v3("kv/range", json!({ "key": engine.encode(key) }))?;
-        let Some(kv) = range["kvs"].as_array().and_then(|kvs| kvs.first()) else {
-            return Some(None);
-        };
-        let holder = String::from_utf8(engine.decode(kv["value"].as_str()?).ok()?).ok()?;
-        let lease = kv["lease"].as_str()?;
-        let lease = self.v3("lease/timetolive", json!({ "ID": lease }))?;
-        // The gateway writes int64s as strings; -1 is an expired lease.
-        let ttl = match &lease["TTL"] {
-            Value::String(s) => s.parse::<i64>().ok()?,
-            other => other.as_i64()?,
-        };
-        Some(Some((holder, Duration::from_secs(ttl.max(0) as u64))))
-    }
-
-    fn v3(&self, call: &str, body: Value) -> Option<Value> {
-        let url = format!("http://{}/v3/{call}", self.config.etcd);
-        let mut response = self.etcd.post(&url).send_json(body).ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        response.body_mut().read_json().ok()
-    }
-
-    fn ask_patroni(&self) -> PatroniAnswer {
-        match self.patroni.status(&self.config.host) {
+impl PatroniStatus for LocalPatroni {
+    fn ask(&self) -> PatroniAnswer {
+        match self.api.status(&self.host) {
             Ok(status) => PatroniAnswer::from_status(&status),
             Err(e) => PatroniAnswer::Other(format!("Patroni did not answer: {e}")),
         }
     }
 }
 
-/// Stops every process of the instance at once so no backend acknowledges another commit:
-/// the postmaster is stopped first (it can fork no replacement), then its children and the
-/// postmaster are killed. SIGKILL also reaches stopped (frozen) processes.
-fn kill_postgres(postmaster: u32) {
-    system::signal(postmaster, Signal::SIGSTOP);
-    for child in children(postmaster) {
-        system::signal(child, Signal::SIGKILL);
-    }
-    system::signal(postmaster, Signal::SIGKILL);
-    // Gone (or a zombie its frozen parent has not reaped) before the next poll looks.
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5)
-        && system::process_state(postmaster).is_some_and(|state| state != 'Z')
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The pids whose parent is `parent`, from /proc.
-fn children(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // Fields after the parenthesised command: state, ppid, ...
-                    let rest = stat.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn children_are_found_by_their_parent_pid() {
-        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
-        let found = children(std::process::id());
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(
-            found.contains(&child.id()),
-            "{} not among {found:?}",
-            child.id()
-        );
-        assert!(children(u32::MAX).is_empty());
-    }
-
-    #[test]
-    fn kill_postgres_kills_a_stopped_parent_and_its_children() {
-        // A stand-in process tree: a shell (the "postmaster") with a child, both frozen first
-        // as a frozen member would be; SIGKILL must still take both.
-        let mut parent = Command::new("sh")
-            .args(["-c", "sleep 30 & wait"])
-            .spawn()
-            .expect("sh runs");
-        let pid = parent.id();
-        let start = Instant::now();
-        let kids = loop {
-            let kids = children(pid);
-            if !kids.is_empty() || start.elapsed() > Duration::from_secs(5) {
-                break kids;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        assert_eq!(kids.len(), 1, "the shell's sleep: {kids:?}");
-        system::signal(pid, Signal::SIGSTOP);
-        kill_postgres(pid);
-        let status = parent.wait().expect("the parent is reaped");
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc_sigkill()));
-        let gone = Instant::now();
-        while std::path::Path::new(&format!("/proc/{}", kids[0])).exists()
-            && gone.elapsed() < Duration::from_secs(5)
-        {
-            // The orphaned child is reaped by init; its /proc entry goes with it.
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            !std::path::Path::new(&format!("/proc/{}", kids[0])).exists(),
-            "child {} survived",
-            kids[0]
-        );
-    }
-
-    fn libc_sigkill() -> i32 {
-        Signal::SIGKILL as i32
-    }
 
     #[test]
     fn the_config_round_trips_through_its_file_format() {

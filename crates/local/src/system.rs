@@ -242,7 +242,7 @@ pub fn alive(pid: u32, marker: &str) -> bool {
 
 /// The state letter of `/proc/<pid>/stat` (`R`, `S`, `Z`, ...), `None` when there is no such
 /// process.
-pub fn process_state(pid: u32) -> Option<char> {
+fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The state follows the parenthesised command name, which may contain spaces.
     stat.rsplit_once(')')?.1.trim_start().chars().next()

@@ -1,7 +1,6 @@
-//! The fencing rule both runtimes' fencers follow: when a running primary must stop
-//! acknowledging writes because its leader lease can no longer be valid. Pure: the caller
-//! reads the lease from its DCS, asks its Patroni, and kills PostgreSQL; this module only
-//! decides. No I/O.
+//! The fencing rule: when a running primary must stop acknowledging writes because its
+//! leader lease can no longer be valid. Pure: [`crate::Guard`] reads the lease from the DCS,
+//! asks Patroni and kills PostgreSQL; this module only decides. No I/O.
 //!
 //! Patroni demotes a primary whose leader key it cannot renew, but only while Patroni itself
 //! runs. A Patroni that is frozen (SIGSTOP, a stuck host, a starved container) leaves
