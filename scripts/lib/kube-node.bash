@@ -594,6 +594,7 @@ patches:
               - name: operator
                 env:
                   - {name: RELATED_IMAGE_POSTGRES_15, value: "$database"}
+                  - {name: RELATED_IMAGE_FENCER, value: "$operator"}
 YAML
     kubectl --kubeconfig "$dir/kubeconfig" apply --server-side --force-conflicts -k "$overlay" >&2 ||
         die "kubectl apply -k $overlay failed"

@@ -93,6 +93,7 @@ pub const CONTAINER_PGBACKREST_CONFIG: &str = "pgbackrest-config";
 /// Init container creating the directories pgBackRest writes to but does not create itself.
 pub const CONTAINER_PGBACKREST_LOG_DIR: &str = "pgbackrest-log-dir";
 pub const CONTAINER_EXPORTER: &str = "exporter";
+pub const CONTAINER_FENCER: &str = "fencer";
 pub const CONTAINER_PGBOUNCER: &str = "pgbouncer";
 pub const CONTAINER_PGBOUNCER_CONFIG: &str = "pgbouncer-config";
 /// Instance pod sidecar that makes Patroni and PostgreSQL re-read renewed certificate files.

@@ -218,6 +218,7 @@ fn deployment_sets_only_image_variables_the_operator_reads() {
         "RELATED_IMAGE_PGBACKREST",
         "RELATED_IMAGE_PGBOUNCER",
         "RELATED_IMAGE_EXPORTER",
+        "RELATED_IMAGE_FENCER",
         "POD_NAMESPACE",
         "POD_NAME",
     ] {

@@ -1,6 +1,7 @@
 //! Default images, one per component and PostgreSQL major, from the operator's environment
 //! (`RELATED_IMAGE_POSTGRES_15`, `RELATED_IMAGE_PGBACKREST`, `RELATED_IMAGE_PGBOUNCER`,
-//! `RELATED_IMAGE_EXPORTER`), as the PGO family does for air-gapped and OLM installs.
+//! `RELATED_IMAGE_EXPORTER`, `RELATED_IMAGE_FENCER`), as the PGO family does for air-gapped
+//! and OLM installs. The fencer is the `tusk` binary: the operator's own image.
 //! `spec.image` and the per-component `image` fields override them.
 //!
 //! The database image holds every program the operator's pods run (Patroni and PostgreSQL,
@@ -26,6 +27,8 @@ pub struct Images {
     pub pgbackrest: Option<String>,
     pub pgbouncer: Option<String>,
     pub exporter: Option<String>,
+    /// The instance pods' `fencer` container: the operator's image of this version.
+    pub fencer: String,
 }
 
 impl Default for Images {
@@ -56,6 +59,10 @@ impl Images {
             pgbackrest: None,
             pgbouncer: None,
             exporter: None,
+            fencer: format!(
+                "{FALLBACK_REGISTRY}/tusk-operator:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
         };
         for (k, v) in vars {
             let k = k.as_ref();
@@ -74,6 +81,8 @@ impl Images {
                 images.pgbouncer = Some(v);
             } else if k == "RELATED_IMAGE_EXPORTER" {
                 images.exporter = Some(v);
+            } else if k == "RELATED_IMAGE_FENCER" {
+                images.fencer = v;
             }
         }
         images

@@ -189,6 +189,12 @@ fn every_container_names_a_program_the_database_image_has() {
     for pod in every_pod(&fixed_images()) {
         for container in all_containers(&pod.spec) {
             let command = container.command.clone().unwrap_or_default();
+            if container.name == naming::CONTAINER_FENCER {
+                // The one container of the operator's image: `tusk`, not the image's default.
+                assert_eq!(command[..2], ["tusk", "fence"], "{}", pod.what);
+                checked += 1;
+                continue;
+            }
             let program = command.first().map(String::as_str).unwrap_or("");
             assert!(
                 IMAGE_PROGRAMS.contains(&program),
@@ -237,17 +243,25 @@ fn without_component_images_every_container_runs_the_clusters_database_image() {
         (&images.pgbackrest, &images.pgbouncer, &images.exporter),
         (&None, &None, &None)
     );
+    // The fencer alone runs the operator's image (`tusk fence`).
+    let expected = |name: &str| match name {
+        naming::CONTAINER_FENCER => "registry.example/tusk/tusk-operator:0.1.0",
+        _ => "registry.example/tusk/postgres:15.8-0",
+    };
+    let mut fencers = 0;
     for pod in every_pod(&images) {
         for container in all_containers(&pod.spec) {
+            fencers += usize::from(container.name == naming::CONTAINER_FENCER);
             assert_eq!(
                 container.image.as_deref(),
-                Some("registry.example/tusk/postgres:15.8-0"),
+                Some(expected(&container.name)),
                 "{} container {}",
                 pod.what,
                 container.name
             );
         }
     }
+    assert!(fencers >= 2, "every instance pod has a fencer ({fencers})");
     // `spec.image` moves every component with it (pgBackRest must match on every side).
     let custom = validate(&EVERYTHING.replace(
         "  postgresVersion: 15\n",
@@ -256,9 +270,13 @@ fn without_component_images_every_container_runs_the_clusters_database_image() {
     for sts in statefulsets(&build(&custom, &images)) {
         let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         for container in all_containers(pod) {
+            let image = match container.name.as_str() {
+                naming::CONTAINER_FENCER => "registry.example/tusk/tusk-operator:0.1.0",
+                _ => "registry.example/own/postgres:15",
+            };
             assert_eq!(
                 container.image.as_deref(),
-                Some("registry.example/own/postgres:15"),
+                Some(image),
                 "{}",
                 container.name
             );

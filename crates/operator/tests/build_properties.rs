@@ -90,13 +90,15 @@ fn sidecars_follow_the_database_container() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    // Tusk's own sidecars first (the certificate reloader on every instance), the user's last.
-    assert_eq!(names, ["database", "tls-reload", "log-shipper"]);
+    // Tusk's own sidecars first (the fencer and the certificate reloader on every instance),
+    // the user's last.
+    assert_eq!(names, ["database", "fencer", "tls-reload", "log-shipper"]);
     let Managed::StatefulSet(slow) = find(&objects, "StatefulSet", "zebra-slow-wm5p") else {
         unreachable!()
     };
-    assert_eq!(pod_spec(slow).containers.len(), 2);
-    // The reloader signals Patroni across containers: one process namespace per pod.
+    assert_eq!(pod_spec(slow).containers.len(), 3);
+    // The reloader signals Patroni and the fencer kills PostgreSQL across containers: one
+    // process namespace per pod.
     assert_eq!(pod_spec(slow).share_process_namespace, Some(true));
 }
 

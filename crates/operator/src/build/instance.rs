@@ -47,6 +47,8 @@ pub struct InstanceContext<'a> {
     pub exporter_image: &'a str,
     /// The `pgbackrest` sidecar's image (used only with backups).
     pub pgbackrest_image: &'a str,
+    /// The `fencer` container's image.
+    pub fencer_image: &'a str,
 }
 
 pub fn instance_statefulset(
@@ -103,6 +105,7 @@ fn instance_pod_template(
     );
     let mut containers = vec![
         database_container(cluster, set, ctx),
+        super::fencer::fencer_container(cluster, ctx.fencer_image),
         super::reload_sidecar::tls_reload_container(cluster, ctx.image),
     ];
     containers.extend(super::pgbackrest::instance_sidecar(
@@ -135,7 +138,7 @@ fn instance_pod_template(
             // Patroni is the DCS client: it needs the account's token.
             automount_service_account_token: Some(true),
             // The `tls-reload` and `pgbackrest-config` sidecars signal Patroni and
-            // `pgbackrest server` when their files change.
+            // `pgbackrest server` when their files change; the `fencer` kills PostgreSQL.
             share_process_namespace: Some(true),
             // Dozens of `*_SERVICE_HOST` variables per Service in the namespace are noise at
             // best and can collide with PostgreSQL's `PG*` settings at worst.

@@ -23,6 +23,7 @@ use crate::plan::InstancePlan;
 
 pub mod backup_jobs;
 pub mod exporter;
+pub mod fencer;
 pub mod instance;
 pub mod meta;
 pub mod patroni_config;
@@ -222,6 +223,7 @@ pub fn build(input: &BuildInput) -> Vec<Managed> {
                 config_hash: &config_hash,
                 exporter_image: &exporter_image,
                 pgbackrest_image: &pgbackrest_image,
+                fencer_image: &input.images.fencer,
             },
         )));
     }
