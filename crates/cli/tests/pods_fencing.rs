@@ -40,15 +40,20 @@ impl Drop for Frozen {
 /// the systemd driver with underscores).
 fn patroni_host_pid(pod_uid: &str) -> Option<i32> {
     let underscored = pod_uid.replace('-', "_");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let patroni = args.iter().any(|a| a.ends_with(b"/patroni") || *a == b"patroni")
-            && args.contains(&b"/etc/patroni/patroni.yaml".as_slice());
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        (patroni && (cgroup.contains(pod_uid) || cgroup.contains(&underscored))).then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let patroni = args
+                .iter()
+                .any(|a| a.ends_with(b"/patroni") || *a == b"patroni")
+                && args.contains(&b"/etc/patroni/patroni.yaml".as_slice());
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            (patroni && (cgroup.contains(pod_uid) || cgroup.contains(&underscored))).then_some(pid)
+        })
 }
 
 /// The time of the fencer's `FENCED` line (`YYYY-MM-DD HH:MM:SS.mmm UTC fencer: FENCED: ...`).

@@ -14,9 +14,6 @@ mod ha;
 mod ledger;
 
 use chaos::Fault;
-use ha::{Cluster, ManifestEdit};
-
-const TTL: u32 = 10;
 
 /// The faults a round can inject today; partitions need the members in network namespaces
 /// of the runner's own, which the runner does not build yet (it reports them as not
@@ -31,18 +28,11 @@ const FAULTS: [Fault; 5] = [
 
 #[test]
 fn one_round_of_each_fault_in_synchronous_mode_loses_nothing() {
-    let edit = ManifestEdit {
-        ttl: Some(TTL),
-        loop_wait: Some(2),
-        synchronous_mode: Some(true),
-        without_backups: true,
-        ..ManifestEdit::default()
-    };
-    let (cluster, file) = Cluster::ha_example("127.43.10", &edit);
+    let (cluster, file) = chaos::fault_cluster("127.43.10", true);
 
     let mut failed = Vec::new();
     for fault in FAULTS {
-        let round = chaos::run_round(&cluster, &file, fault, TTL);
+        let round = chaos::run_round(&cluster, &file, fault, chaos::TTL);
         eprintln!(
             "{}: failover {}, longest write gap {:.1}s, {:?}",
             fault.name(),

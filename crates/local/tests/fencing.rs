@@ -16,25 +16,15 @@ mod ha;
 mod ledger;
 
 use chaos::Fault;
-use ha::{Cluster, ManifestEdit};
-
-const TTL: u32 = 10;
 
 #[test]
 fn a_frozen_primary_is_fenced_before_a_replica_is_promoted() {
-    let edit = ManifestEdit {
-        ttl: Some(TTL),
-        loop_wait: Some(2),
-        synchronous_mode: Some(false),
-        without_backups: true,
-        ..ManifestEdit::default()
-    };
-    let (cluster, file) = Cluster::ha_example("127.43.11", &edit);
+    let (cluster, file) = chaos::fault_cluster("127.43.11", false);
 
     let mut failed = Vec::new();
     for fault in [Fault::FreezePatroni, Fault::FreezePrimary] {
         let old = cluster.leader();
-        let round = chaos::run_round(&cluster, &file, fault, TTL);
+        let round = chaos::run_round(&cluster, &file, fault, chaos::TTL);
         eprintln!(
             "{}: failover {}, longest write gap {:.1}s, {:?}",
             fault.name(),

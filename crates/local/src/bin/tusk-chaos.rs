@@ -24,11 +24,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use chaos::{Fault, Round};
-use ha::{Cluster, ManifestEdit};
 
 const USAGE: &str =
     "usage: tusk-chaos [--rounds N] [--faults NAME,...] [--synchronous on|off|both]";
-const TTL: u32 = 10;
 
 struct Options {
     rounds: u32,
@@ -174,17 +172,10 @@ fn run(fault: Fault, synchronous: bool, rounds: u32, network: u32) -> Vec<Round>
         fault.name(),
         on_off(synchronous)
     );
-    let edit = ManifestEdit {
-        ttl: Some(TTL),
-        loop_wait: Some(2),
-        synchronous_mode: Some(synchronous),
-        without_backups: true,
-        ..ManifestEdit::default()
-    };
-    let (cluster, file) = Cluster::ha_example(&format!("127.45.{network}"), &edit);
+    let (cluster, file) = chaos::fault_cluster(&format!("127.45.{network}"), synchronous);
     (1..=rounds)
         .map(|n| {
-            let round = chaos::run_round(&cluster, &file, fault, TTL);
+            let round = chaos::run_round(&cluster, &file, fault, chaos::TTL);
             eprintln!(
                 "  round {n}: failover {}, write gap {:.1}s, lost {}/{}, double primary {:.1}s{}",
                 round.failover,

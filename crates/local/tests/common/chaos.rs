@@ -151,6 +151,23 @@ impl Drop for Stopped {
     }
 }
 
+/// The chaos rounds' lease: short, so a round takes about a minute.
+pub const TTL: u32 = 10;
+
+/// A fresh 3-member cluster for fault rounds on `network` (`127.x.y`): examples/02-hippo-ha
+/// with [`TTL`], `loop_wait` 2, no backups, synchronous mode as given. Returns it and its
+/// manifest file.
+pub fn fault_cluster(network: &str, synchronous: bool) -> (Cluster, std::path::PathBuf) {
+    let edit = crate::ha::ManifestEdit {
+        ttl: Some(TTL),
+        loop_wait: Some(2),
+        synchronous_mode: Some(synchronous),
+        without_backups: true,
+        ..crate::ha::ManifestEdit::default()
+    };
+    Cluster::ha_example(network, &edit)
+}
+
 /// Runs one round of `fault` on `cluster` (up from `manifest`, lease `ttl` seconds, the
 /// test table created). `up` heals what the fault stopped.
 pub fn run_round(cluster: &Cluster, manifest: &Path, fault: Fault, ttl: u32) -> Round {

@@ -8,29 +8,17 @@
 //! (`shareProcessNamespace`, which the reload sidecars need too), as the same UID 26. It sees
 //! the data directory read-only, for `postmaster.pid` and the recovery signal files.
 
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ObjectFieldSelector, ResourceRequirements, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Container, ResourceRequirements, VolumeMount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tusk_api::naming;
 use tusk_api::ValidatedCluster;
 use tusk_config::paths;
 
+use super::instance::env_from_field;
 use super::pod_security::restricted_container_security_context;
 use super::volumes::VOLUME_PGDATA;
 
 pub fn fencer_container(cluster: &ValidatedCluster, image: &str) -> Container {
-    let from_field = |name: &str, path: &str| EnvVar {
-        name: name.to_owned(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.to_owned(),
-                api_version: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-    };
     let arg = |name: &str, value: String| [format!("--{name}"), value];
     let mut command = vec!["tusk".to_owned(), "fence".to_owned()];
     for pair in [
@@ -49,8 +37,8 @@ pub fn fencer_container(cluster: &ValidatedCluster, image: &str) -> Container {
         image_pull_policy: cluster.image_pull_policy.map(|p| p.as_str().to_owned()),
         command: Some(command),
         env: Some(vec![
-            from_field("PATRONI_NAME", "metadata.name"),
-            from_field("PATRONI_KUBERNETES_NAMESPACE", "metadata.namespace"),
+            env_from_field("PATRONI_NAME", "metadata.name"),
+            env_from_field("PATRONI_KUBERNETES_NAMESPACE", "metadata.namespace"),
         ]),
         // A poll every 250 ms of one small GET: a few millicores. The request keeps it
         // scheduled on a busy node, where a starved fencer would be no guard.

@@ -269,10 +269,9 @@ pub fn readiness_sql(cluster: &ValidatedCluster) -> String {
 /// The database container's environment: the member-specific variables this builder owns,
 /// then `tusk_config::patroni::kubernetes_env` minus any variable of the same name (the
 /// member's own values must win, and Kubernetes keeps the LAST duplicate).
-fn database_env(cluster: &ValidatedCluster, instance: &str) -> Vec<EnvVar> {
-    let pod_host =
-        naming::instance_pod_host(instance, &cluster.names.pods_service(), &cluster.namespace);
-    let from_field = |name: &str, path: &str| EnvVar {
+/// An environment variable set from the pod's own fields (the downward API).
+pub(super) fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
         name: name.to_owned(),
         value: None,
         value_from: Some(EnvVarSource {
@@ -282,7 +281,12 @@ fn database_env(cluster: &ValidatedCluster, instance: &str) -> Vec<EnvVar> {
             }),
             ..EnvVarSource::default()
         }),
-    };
+    }
+}
+
+fn database_env(cluster: &ValidatedCluster, instance: &str) -> Vec<EnvVar> {
+    let pod_host =
+        naming::instance_pod_host(instance, &cluster.names.pods_service(), &cluster.namespace);
     let value = |name: &str, value: String| EnvVar {
         name: name.to_owned(),
         value: Some(value),
@@ -290,10 +294,10 @@ fn database_env(cluster: &ValidatedCluster, instance: &str) -> Vec<EnvVar> {
     };
     let mut env = vec![
         // The pod name is the Patroni member name (`<instance>-0`), unique in the scope.
-        from_field("PATRONI_NAME", "metadata.name"),
-        from_field("PATRONI_KUBERNETES_NAMESPACE", "metadata.namespace"),
+        env_from_field("PATRONI_NAME", "metadata.name"),
+        env_from_field("PATRONI_KUBERNETES_NAMESPACE", "metadata.namespace"),
         // Patroni writes it into the leader Endpoints that `<c>-ha` routes to.
-        from_field("PATRONI_KUBERNETES_POD_IP", "status.podIP"),
+        env_from_field("PATRONI_KUBERNETES_POD_IP", "status.podIP"),
         // Members advertise their stable DNS name, which the server certificate names, so
         // replication can verify the primary's certificate.
         value(
