@@ -139,35 +139,53 @@ pub fn stop(paths: &MemberPaths) {
 }
 
 /// The fencer program and its leading arguments: `tusk local fence` when this is the `tusk`
-/// binary; otherwise (tests, the chaos runner) the `tusk-fencer` binary built beside it, or
-/// one on the PATH.
+/// binary. Otherwise (tests, benchmarks, the chaos runner: programs that use this library)
+/// the `tusk-fencer` or `tusk` binary built beside this program (test and bench binaries live
+/// in `target/<profile>/deps`, the packages' binaries one level up), the newest of them: the
+/// one cargo just built for this package, not a stale one from another build; else either on
+/// the PATH.
 fn program() -> Result<(PathBuf, Vec<&'static str>)> {
+    const LOCAL_FENCE: [&str; 2] = ["local", "fence"];
     let me = std::env::current_exe().map_err(io("locating", "the running program"))?;
     if me.file_stem().is_some_and(|stem| stem == "tusk") {
-        return Ok((me, vec!["local", "fence"]));
+        return Ok((me, LOCAL_FENCE.to_vec()));
     }
-    // Test binaries live in target/<profile>/deps, the package's binaries one level up.
-    let beside = me.parent().into_iter().flat_map(|dir| {
-        [dir.to_path_buf(), dir.join("..")]
-            .into_iter()
-            .map(|d| d.join("tusk-fencer"))
-    });
-    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("tusk-fencer"))
-                .collect()
-        })
+    let beside = me
+        .parent()
+        .map(|dir| vec![dir.to_path_buf(), dir.join("..")])
         .unwrap_or_default();
-    beside
-        .chain(on_path)
-        .find(|candidate| candidate.is_file())
-        .map(|found| (found, Vec::new()))
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    let candidates = |dirs: Vec<PathBuf>| {
+        dirs.into_iter()
+            .flat_map(|dir| {
+                [
+                    (dir.join("tusk-fencer"), Vec::new()),
+                    (dir.join("tusk"), LOCAL_FENCE.to_vec()),
+                ]
+            })
+            .filter_map(|(program, args)| {
+                let modified = std::fs::metadata(&program)
+                    .ok()
+                    .filter(|meta| meta.is_file())?
+                    .modified()
+                    .ok()?;
+                Some((modified, program, args))
+            })
+            .collect::<Vec<_>>()
+    };
+    let newest_beside = candidates(beside)
+        .into_iter()
+        .max_by_key(|(modified, _, _)| *modified);
+    newest_beside
+        .or_else(|| candidates(on_path).into_iter().next())
+        .map(|(_, program, args)| (program, args))
         .ok_or_else(|| Error::Os {
             action: "locating the member fencer".into(),
             reason: format!(
-                "no `tusk-fencer` beside {} or on the PATH (run `tusk local`, which fences with \
-                 itself, or build the tusk-local package's binaries)",
+                "no `tusk-fencer` or `tusk` beside {} or on the PATH (run `tusk local`, which \
+                 fences with itself, or build the tusk-local package's binaries)",
                 me.display()
             ),
         })
