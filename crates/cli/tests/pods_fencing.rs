@@ -5,11 +5,16 @@
 //! replica that takes the lease over was promoted: the fencer's log line is compared with
 //! the new leader's `acquireTime` on the leader Endpoints (both written on this node's
 //! clock). Then Patroni resumes and the old primary rejoins as a streaming replica.
+//!
+//! On the same cluster then, the DCS itself goes: the node's kube-apiserver is frozen for two
+//! leases. Patroni's failsafe mode keeps the primary serving (every member still answers its
+//! REST calls), so its fencer must spare it: writes through `<c>-primary` continue past the
+//! lease, nothing is fenced or restarted, and nothing fails over once the API is back.
 
 mod kube_support;
 mod node_support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kube::api::Api;
@@ -17,6 +22,7 @@ use kube::Client;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use node_support::install::install_operator;
+use node_support::sql::{create_ledger, login, LedgerWriter};
 use node_support::{apply_example, instance_pods, patroni_leader, wait_condition, Namespace, Node};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -64,7 +70,7 @@ fn fenced_at(log: &str) -> Option<OffsetDateTime> {
 }
 
 #[tokio::test]
-async fn a_primary_whose_patroni_froze_is_fenced_before_a_replica_is_promoted() {
+async fn a_frozen_patroni_is_fenced_before_a_promotion_and_an_api_outage_fences_nothing() {
     let Some(node) = Node::acquire() else {
         return;
     };
@@ -155,4 +161,94 @@ async fn a_primary_whose_patroni_froze_is_fenced_before_a_replica_is_promoted() 
         Some(old_uid.as_str()),
         "the pod itself was never replaced"
     );
+
+    api_server_outage_changes_nothing(&node, &client, &ns.name, cluster, &new).await;
+}
+
+/// The API server frozen for two leases under a writer: the primary `leader` keeps serving
+/// past its lease, and afterwards it is still the leader, unfenced and never restarted, with
+/// every acknowledged row stored.
+async fn api_server_outage_changes_nothing(
+    node: &Node,
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    leader: &str,
+) {
+    let names = ClusterNames::new(DnsLabel::new(cluster).expect("a name"));
+    let lease = Duration::from_secs(tusk_api::model::DEFAULT_TTL_SECONDS.into());
+    let started_sql = "select pg_postmaster_start_time()";
+    let started = node
+        .superuser_sql(namespace, leader, started_sql)
+        .expect("the leader's start time");
+    let primary = login(
+        client,
+        namespace,
+        cluster,
+        &names.primary_service(),
+        "hippo",
+    )
+    .await;
+    create_ledger(&primary).await;
+    let writer = LedgerWriter::start(primary.clone());
+    writer.wait_for_more(20, Duration::from_secs(60)).await;
+
+    let pid_file = node.dir().join("pids/kube-apiserver.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the node's kube-apiserver pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // Two leases: past the lease, and short of the 40 s after which the node would be marked
+    // NotReady (which would take the replicas out of their Service).
+    let outage = 2 * lease;
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("freezing kube-apiserver");
+    let stopped_at = Instant::now();
+    let frozen = Frozen(pid);
+    tokio::time::sleep(outage).await;
+    drop(frozen);
+    let past_lease = writer
+        .acks()
+        .iter()
+        .filter(|a| a.at > stopped_at + lease && a.at < stopped_at + outage)
+        .count();
+
+    // Two more leases for anything that would act on the outage afterwards.
+    tokio::time::sleep(outage).await;
+    writer.wait_for_more(20, Duration::from_secs(60)).await;
+    let (acks, attempted) = writer.stop().await;
+    let scope = names.patroni_scope();
+    let after = patroni_leader(client, namespace, &scope).await;
+    let restarted = node.superuser_sql(namespace, leader, started_sql);
+    let log = node.kubectl_ok(&["logs", "-n", namespace, leader, "-c", "fencer"], None);
+    let stored: std::collections::BTreeSet<i64> = primary
+        .query("select id from ledger")
+        .await
+        .expect("reading the ledger")
+        .iter()
+        .map(|id| id.parse().expect("an id"))
+        .collect();
+    let lost: Vec<i64> = acks
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !stored.contains(id))
+        .collect();
+    eprintln!(
+        "API server frozen {}s: {past_lease} commits past the lease; {} acknowledged of \
+         {attempted}; leader after {after:?}",
+        outage.as_secs(),
+        acks.len()
+    );
+    assert!(
+        past_lease >= 10,
+        "the primary kept acknowledging writes past its lease ({past_lease})"
+    );
+    assert!(!log.contains("FENCED"), "{leader}'s fencer fenced:\n{log}");
+    assert_eq!(after.as_deref(), Some(leader), "nothing failed over");
+    assert_eq!(
+        restarted,
+        Ok(started),
+        "{leader}'s PostgreSQL was never restarted"
+    );
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
 }
