@@ -204,6 +204,13 @@ pub fn run(config_file: &Path) -> Result<()> {
             reason: e.to_string(),
         })
     };
+    let modified = || {
+        std::fs::metadata(config_file)
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut seen = modified();
+    let mut last_error = None;
     let mut config = read_config()?;
     let mut guard = guard(&config)?;
     tusk_fence::log(&format!(
@@ -213,14 +220,30 @@ pub fn run(config_file: &Path) -> Result<()> {
     ));
     loop {
         let started = Instant::now();
-        if let Ok(latest) = read_config() {
-            if latest != config {
-                let fresh = self::guard(&latest)?;
-                guard.lease = fresh.lease;
-                guard.patroni = fresh.patroni;
-                guard.set_policy(policy(&latest));
-                config = latest;
-                tusk_fence::log("configuration changed");
+        // Read again only when `up` rewrote it, not on every poll. A file caught halfway
+        // through its rewrite (or certificates mid-rotation) keeps the fencer guarding with
+        // what it has, and is read again on the next poll: it never exits over it.
+        let now_modified = modified();
+        if now_modified != seen {
+            match read_config().and_then(|latest| Ok((self::guard(&latest)?, latest))) {
+                Ok((fresh, latest)) => {
+                    seen = now_modified;
+                    last_error = None;
+                    if latest != config {
+                        guard.lease = fresh.lease;
+                        guard.patroni = fresh.patroni;
+                        guard.set_policy(policy(&latest));
+                        config = latest;
+                        tusk_fence::log("configuration changed");
+                    }
+                }
+                Err(e) => {
+                    let message = format!("keeping the current settings: {e}");
+                    if last_error.as_ref() != Some(&message) {
+                        tusk_fence::log(&message);
+                        last_error = Some(message);
+                    }
+                }
             }
         }
         if let Some(fenced) = guard.poll() {
