@@ -354,19 +354,7 @@ async fn ha_example_loses_no_acknowledged_write_when_the_primary_pod_is_deleted(
         node_support::sql::longest_gap(&acks).as_secs_f64()
     );
 
-    let stored: Vec<i64> = primary
-        .query("select id from ledger order by id")
-        .await
-        .expect("reading the ledger on the new primary")
-        .iter()
-        .map(|id| id.parse().expect("an id"))
-        .collect();
-    let stored: std::collections::BTreeSet<i64> = stored.into_iter().collect();
-    let lost: Vec<i64> = acks
-        .iter()
-        .map(|a| a.id)
-        .filter(|id| !stored.contains(id))
-        .collect();
+    let lost = node_support::sql::lost_rows(&primary, &acks).await;
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged rows ({} attempted) are missing after the failover: {:?}",

@@ -22,7 +22,7 @@ use kube::Client;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use node_support::install::install_operator;
-use node_support::sql::{create_ledger, login, LedgerWriter};
+use node_support::sql::{create_ledger, login, lost_rows, LedgerWriter};
 use node_support::{apply_example, instance_pods, patroni_leader, wait_condition, Namespace, Node};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -221,18 +221,7 @@ async fn api_server_outage_changes_nothing(
     let after = patroni_leader(client, namespace, &scope).await;
     let restarted = node.superuser_sql(namespace, leader, started_sql);
     let log = node.kubectl_ok(&["logs", "-n", namespace, leader, "-c", "fencer"], None);
-    let stored: std::collections::BTreeSet<i64> = primary
-        .query("select id from ledger")
-        .await
-        .expect("reading the ledger")
-        .iter()
-        .map(|id| id.parse().expect("an id"))
-        .collect();
-    let lost: Vec<i64> = acks
-        .iter()
-        .map(|a| a.id)
-        .filter(|id| !stored.contains(id))
-        .collect();
+    let lost = lost_rows(&primary, &acks).await;
     eprintln!(
         "API server frozen {}s: {past_lease} commits past the lease; {} acknowledged of \
          {attempted}; leader after {after:?}",

@@ -234,6 +234,22 @@ async fn write_loop(
     }
 }
 
+/// The ids in `acks` that the ledger read through `login` does not hold: acknowledged writes
+/// that were lost.
+pub async fn lost_rows(login: &Login, acks: &[Ack]) -> Vec<i64> {
+    let stored: std::collections::BTreeSet<i64> = login
+        .query("select id from ledger")
+        .await
+        .expect("reading the ledger")
+        .iter()
+        .map(|id| id.parse().expect("an id"))
+        .collect();
+    acks.iter()
+        .map(|a| a.id)
+        .filter(|id| !stored.contains(id))
+        .collect()
+}
+
 /// The longest time between two consecutive acknowledgements in `acks`.
 pub fn longest_gap(acks: &[Ack]) -> Duration {
     acks.windows(2)
