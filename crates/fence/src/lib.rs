@@ -84,20 +84,27 @@ impl Guard {
         }
         let postmaster = primary?;
         self.fence.observe(self.lease.read());
-        let Verdict::CheckPatroni { reason } = self.fence.verdict(true, Instant::now()) else {
+        let Verdict::CheckPatroni {
+            reason,
+            spare_running_leader,
+        } = self.fence.verdict(true, Instant::now())
+        else {
             return None;
         };
-        match self.patroni.ask() {
-            PatroniAnswer::FailsafeLeader => None,
-            PatroniAnswer::Other(answer) => {
-                process::kill_postgres(postmaster);
-                self.fence.reset();
-                Some(format!(
-                    "FENCED: killed PostgreSQL (postmaster {postmaster}) of {}: {reason}; {answer}",
-                    self.member
-                ))
+        let answer = match self.patroni.ask() {
+            PatroniAnswer::FailsafeLeader => return None,
+            PatroniAnswer::RunningLeader if spare_running_leader => return None,
+            PatroniAnswer::RunningLeader => {
+                "Patroni reports a running leader, failsafe mode not active".to_owned()
             }
-        }
+            PatroniAnswer::Other(answer) => answer,
+        };
+        process::kill_postgres(postmaster);
+        self.fence.reset();
+        Some(format!(
+            "FENCED: killed PostgreSQL (postmaster {postmaster}) of {}: {reason}; {answer}",
+            self.member
+        ))
     }
 }
 

@@ -15,12 +15,16 @@
 //! for an uninitialised cluster) is fenced:
 //! - a [`FencePolicy::margin`] before the lease expires, as last read from the DCS, when no
 //!   later read showed it renewed;
-//! - at once when the DCS names another leader, or none;
+//! - at once when the DCS names another leader;
 //! - unless its own Patroni answers that it is running as the leader in failsafe mode: the
 //!   DCS is gone for everyone and every member heard from it within the lease, the one case in
 //!   which serving without a lease is Patroni's own, safe decision. Tusk's `retry_timeout`
 //!   ([`tusk_api::model::retry_timeout_seconds`]) makes Patroni decide that before the
-//!   fencer's margin begins.
+//!   fencer's margin begins. And when the DCS answers that nobody holds the lease, a
+//!   Patroni that answers as a running leader is spared too: it is alive and re-taking the
+//!   lease (failsafe mode ends as soon as the DCS is back, before the key is re-taken), and
+//!   Patroni's leader race stands back while a primary answers. A frozen Patroni answers
+//!   nothing and is fenced.
 
 use std::time::{Duration, Instant};
 
@@ -63,9 +67,16 @@ pub enum LeaseRead {
 pub enum Verdict {
     /// Nothing: not a primary, or its lease is valid.
     Serve,
-    /// The lease may be gone: unless Patroni answers as the leader in failsafe mode now,
-    /// fence. The reason is for the log.
-    CheckPatroni { reason: String },
+    /// The lease may be gone: unless Patroni answers as the leader in failsafe mode now (or,
+    /// with `spare_running_leader`, as a running leader at all), fence. The reason is for the
+    /// log.
+    CheckPatroni {
+        reason: String,
+        /// The DCS answered that nobody holds the lease: a running Patroni that answers as the
+        /// leader is re-taking it (as after a DCS outage, when failsafe mode has just ended),
+        /// and no replica races while that primary answers its REST API.
+        spare_running_leader: bool,
+    },
 }
 
 /// The fencer's memory between polls: until when this member's lease is known to be valid.
@@ -76,8 +87,10 @@ pub struct Fence {
     policy: FencePolicy,
     /// `None` until a read showed this primary holding the lease (it is not judged before).
     valid_until: Option<Instant>,
-    /// Set when the DCS named another leader or none: fence without waiting for a deadline.
-    lost_to: Option<Option<String>>,
+    /// Set when the DCS named another leader: fence without waiting for a deadline.
+    lost_to: Option<String>,
+    /// The last answer of the DCS was that nobody holds the lease.
+    vacant: bool,
 }
 
 impl Fence {
@@ -86,6 +99,7 @@ impl Fence {
             policy,
             valid_until: None,
             lost_to: None,
+            vacant: false,
         }
     }
 
@@ -95,15 +109,19 @@ impl Fence {
         match read {
             LeaseRead::Mine { sent, remaining } => {
                 self.lost_to = None;
+                self.vacant = false;
                 // The DCS is the authority: what it says now replaces any earlier read.
                 self.valid_until = Some(sent + remaining.saturating_sub(self.policy.margin));
             }
-            // Another holder is always a reason; no holder only for a primary that held the
-            // lease (a bootstrapping primary has not taken it yet).
-            LeaseRead::NotMine { holder } if holder.is_some() || self.valid_until.is_some() => {
-                self.lost_to = Some(holder)
+            // Another holder is always a reason, at once. No holder only tells that the lease
+            // ran out (or was released), which the deadline covers.
+            LeaseRead::NotMine {
+                holder: Some(other),
+            } => self.lost_to = Some(other),
+            LeaseRead::NotMine { holder: None } => {
+                self.lost_to = None;
+                self.vacant = true;
             }
-            LeaseRead::NotMine { .. } => {}
             LeaseRead::Unknown => {}
         }
     }
@@ -114,12 +132,11 @@ impl Fence {
         if !primary {
             return Verdict::Serve;
         }
-        if let Some(holder) = &self.lost_to {
-            let reason = match holder {
-                Some(other) => format!("the DCS names {other} as the leader"),
-                None => "the DCS has no leader".to_string(),
+        if let Some(other) = &self.lost_to {
+            return Verdict::CheckPatroni {
+                reason: format!("the DCS names {other} as the leader"),
+                spare_running_leader: false,
             };
-            return Verdict::CheckPatroni { reason };
         }
         match self.valid_until {
             Some(until) if now >= until => {}
@@ -127,9 +144,15 @@ impl Fence {
         }
         Verdict::CheckPatroni {
             reason: format!(
-                "the leader lease was not renewed and expires within {} ms",
-                self.policy.margin.as_millis()
+                "the leader lease was not renewed and expires within {} ms{}",
+                self.policy.margin.as_millis(),
+                if self.vacant {
+                    " (the DCS has no leader)"
+                } else {
+                    ""
+                }
             ),
+            spare_running_leader: self.vacant,
         }
     }
 
@@ -143,6 +166,7 @@ impl Fence {
     pub fn reset(&mut self) {
         self.valid_until = None;
         self.lost_to = None;
+        self.vacant = false;
     }
 }
 
@@ -152,6 +176,9 @@ pub enum PatroniAnswer {
     /// Running as the primary with failsafe mode active: the DCS is gone and Patroni keeps
     /// serving on its own, checked authority. Do not fence.
     FailsafeLeader,
+    /// Running as the primary, failsafe mode not active: Patroni is alive and acting on the
+    /// DCS itself.
+    RunningLeader,
     /// Anything else, including no answer within the timeout: a frozen Patroni answers nothing.
     Other(String),
 }
@@ -163,8 +190,11 @@ impl PatroniAnswer {
         let role = status["role"].as_str().unwrap_or("");
         let state = status["state"].as_str().unwrap_or("");
         let failsafe = status["failsafe_mode_is_active"].as_bool() == Some(true);
-        if matches!(role, "master" | "primary") && state == "running" && failsafe {
+        let leader = matches!(role, "master" | "primary") && state == "running";
+        if leader && failsafe {
             PatroniAnswer::FailsafeLeader
+        } else if leader {
+            PatroniAnswer::RunningLeader
         } else {
             PatroniAnswer::Other(format!(
                 "Patroni reports role {role:?}, state {state:?}, failsafe {failsafe}"
@@ -228,14 +258,20 @@ mod tests {
         });
         fence.observe(LeaseRead::Unknown);
         assert_eq!(fence.verdict(true, t0 + secs(6)), Verdict::Serve);
-        let Verdict::CheckPatroni { reason } = fence.verdict(true, t0 + secs(7)) else {
+        let Verdict::CheckPatroni {
+            reason,
+            spare_running_leader,
+        } = fence.verdict(true, t0 + secs(7))
+        else {
             panic!("an expiring lease must be checked");
         };
         assert!(reason.contains("not renewed"), "{reason}");
+        // Nothing says who holds the lease: only a failsafe leader is spared.
+        assert!(!spare_running_leader);
     }
 
     #[test]
-    fn another_leader_or_none_fences_at_once_and_a_reset_forgets() {
+    fn another_leader_fences_at_once_and_a_reset_forgets() {
         let mut fence = Fence::new(FencePolicy { margin: secs(3) });
         let t0 = Instant::now();
         fence.observe(LeaseRead::Mine {
@@ -245,17 +281,46 @@ mod tests {
         fence.observe(LeaseRead::NotMine {
             holder: Some("b".into()),
         });
-        let Verdict::CheckPatroni { reason } = fence.verdict(true, t0) else {
+        let Verdict::CheckPatroni {
+            reason,
+            spare_running_leader,
+        } = fence.verdict(true, t0)
+        else {
             panic!("another leader must fence");
         };
         assert!(reason.contains("names b"), "{reason}");
-        fence.observe(LeaseRead::NotMine { holder: None });
-        let Verdict::CheckPatroni { reason } = fence.verdict(true, t0) else {
-            panic!("no leader must fence");
-        };
-        assert!(reason.contains("no leader"), "{reason}");
+        assert!(!spare_running_leader, "another leader spares nobody");
         fence.reset();
         assert_eq!(fence.verdict(true, t0), Verdict::Serve);
+    }
+
+    #[test]
+    fn a_vacant_lease_waits_for_the_deadline_and_spares_a_running_leader() {
+        // After a DCS outage the key has expired while failsafe mode kept the primary; once
+        // the DCS answers again, failsafe ends before the live Patroni re-takes the key.
+        let mut fence = Fence::new(FencePolicy { margin: secs(3) });
+        let t0 = Instant::now();
+        fence.observe(LeaseRead::Mine {
+            sent: t0,
+            remaining: secs(15),
+        });
+        fence.observe(LeaseRead::NotMine { holder: None });
+        assert_eq!(fence.verdict(true, t0 + secs(5)), Verdict::Serve);
+        let Verdict::CheckPatroni {
+            reason,
+            spare_running_leader,
+        } = fence.verdict(true, t0 + secs(13))
+        else {
+            panic!("an expired lease must be checked");
+        };
+        assert!(reason.contains("no leader"), "{reason}");
+        assert!(spare_running_leader);
+        // Re-taken: judged by the new lease again.
+        fence.observe(LeaseRead::Mine {
+            sent: t0 + secs(13),
+            remaining: secs(15),
+        });
+        assert_eq!(fence.verdict(true, t0 + secs(14)), Verdict::Serve);
     }
 
     #[test]
@@ -279,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_running_failsafe_leader_is_spared() {
+    fn patroni_answers_are_told_apart() {
         let spared = json!({"role": "master", "state": "running", "failsafe_mode_is_active": true});
         assert_eq!(
             PatroniAnswer::from_status(&spared),
@@ -291,8 +356,11 @@ mod tests {
             PatroniAnswer::from_status(&patroni4),
             PatroniAnswer::FailsafeLeader
         );
+        assert_eq!(
+            PatroniAnswer::from_status(&json!({"role": "master", "state": "running"})),
+            PatroniAnswer::RunningLeader
+        );
         for status in [
-            json!({"role": "master", "state": "running"}),
             json!({"role": "master", "state": "stopping", "failsafe_mode_is_active": true}),
             json!({"role": "replica", "state": "running", "failsafe_mode_is_active": true}),
             json!({}),
