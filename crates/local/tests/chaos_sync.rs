@@ -33,13 +33,7 @@ fn one_round_of_each_fault_in_synchronous_mode_loses_nothing() {
     let mut failed = Vec::new();
     for fault in FAULTS {
         let round = chaos::run_round(&cluster, &file, fault, chaos::TTL);
-        eprintln!(
-            "{}: failover {}, longest write gap {:.1}s, {:?}",
-            fault.name(),
-            round.failover,
-            round.write_gap.as_secs_f64(),
-            round.verdict
-        );
+        eprintln!("{}: {}", fault.name(), round.summary());
         let failures = round.failures();
         if !failures.is_empty() {
             failed.push(format!("{}: {}", fault.name(), failures.join("; ")));

@@ -25,13 +25,7 @@ fn a_frozen_primary_is_fenced_before_a_replica_is_promoted() {
     for fault in [Fault::FreezePatroni, Fault::FreezePrimary] {
         let old = cluster.leader();
         let round = chaos::run_round(&cluster, &file, fault, chaos::TTL);
-        eprintln!(
-            "{}: failover {}, longest write gap {:.1}s, {:?}",
-            fault.name(),
-            round.failover,
-            round.write_gap.as_secs_f64(),
-            round.verdict
-        );
+        eprintln!("{}: {}", fault.name(), round.summary());
         // The fence is what this proves: the lease must really have moved.
         assert!(
             round.failover,

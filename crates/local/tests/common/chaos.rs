@@ -84,6 +84,16 @@ pub struct Round {
 }
 
 impl Round {
+    /// One line for a test's log: failover, longest write gap and the ledger's verdict.
+    pub fn summary(&self) -> String {
+        format!(
+            "failover {}, longest write gap {:.1}s, {:?}",
+            self.failover,
+            self.write_gap.as_secs_f64(),
+            self.verdict
+        )
+    }
+
     /// The round's failures, empty when it passed (a round not injected never passes).
     pub fn failures(&self) -> Vec<String> {
         self.failures_counting_loss(true)
